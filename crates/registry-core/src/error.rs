@@ -1,0 +1,101 @@
+//! The domain's errors. `registry-api` maps each variant to a gRPC status.
+
+use std::fmt;
+
+/// A problem with one input field. `field` is a path such as
+/// `credentials.ghcr.token`; `description` never contains a secret's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub description: String,
+}
+
+impl FieldViolation {
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+
+    /// The same violation with `prefix.` put before its field path.
+    pub fn prefixed(mut self, prefix: &str) -> Self {
+        if !prefix.is_empty() {
+            self.field = format!("{prefix}.{}", self.field);
+        }
+        self
+    }
+}
+
+impl fmt::Display for FieldViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.description)
+    }
+}
+
+/// The kind of resource an error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    Registry,
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Registry => "registry",
+        })
+    }
+}
+
+/// Why a use case failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Input fields are missing or malformed.
+    #[error("invalid request: {}", join(.0))]
+    InvalidArgument(Vec<FieldViolation>),
+    #[error("{resource} {id:?} not found")]
+    NotFound { resource: Resource, id: String },
+    #[error("{resource} named {name:?} already exists")]
+    AlreadyExists { resource: Resource, name: String },
+    /// The caller is known but may not do this.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The caller could not be identified.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The etag sent does not match the current one.
+    #[error("{resource} {id:?} was changed by someone else (etag mismatch); read it again and retry")]
+    EtagMismatch { resource: Resource, id: String },
+    /// The request is valid but this server does not offer it.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Stored credentials cannot be opened with the configured master keys.
+    #[error("credentials of registry {registry_id:?} cannot be decrypted: {reason}")]
+    Undecryptable { registry_id: String, reason: String },
+    /// The store cannot be reached or failed.
+    #[error("store unavailable: {0}")]
+    Store(String),
+    /// Something that should not happen; its message is safe to show.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn join(violations: &[FieldViolation]) -> String {
+    violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+impl Error {
+    /// One invalid field.
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::InvalidArgument(vec![FieldViolation::new(field, description)])
+    }
+
+    pub fn registry_not_found(id: impl Into<String>) -> Self {
+        Self::NotFound {
+            resource: Resource::Registry,
+            id: id.into(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
