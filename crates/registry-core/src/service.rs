@@ -1,0 +1,654 @@
+//! The registry use cases: create, read, list, update (rename, rotate),
+//! delete and test, with authorization, validation, sealing and auditing.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::credentials::Credentials;
+use crate::error::{Error, FieldViolation, Resource, Result};
+use crate::kind::RegistryKind;
+use crate::ports::{AuditEvent, Inserted, ListQuery, RegistryStore, StoreError, WriteOutcome};
+use crate::principal::{Principal, Role};
+use crate::registry::{Registry, RegistryId, StoredRegistry, Timestamp, new_etag};
+use crate::sealer::{SealContext, Sealer};
+use crate::validate;
+
+/// Page size when the caller asks for none.
+pub const DEFAULT_PAGE_SIZE: u64 = 50;
+/// Larger page sizes are lowered to this.
+pub const MAX_PAGE_SIZE: u64 = 1000;
+/// How often an unconditional write is retried when a concurrent write wins.
+const WRITE_ATTEMPTS: usize = 3;
+
+/// A registry to create.
+#[derive(Debug, Clone)]
+pub struct NewRegistry {
+    pub name: String,
+    pub kind: Option<RegistryKind>,
+    pub credentials: Option<Credentials>,
+    /// AIP-155 request id: a retry with the same id returns the first result.
+    pub request_id: Option<String>,
+}
+
+/// The changes of an update; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryPatch {
+    pub name: Option<String>,
+    /// New credentials: a rotation.
+    pub credentials: Option<Credentials>,
+}
+
+/// One page of registries.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub registries: Vec<Registry>,
+    /// Empty on the last page.
+    pub next_page_token: String,
+}
+
+/// What "Test Connection" checks.
+#[derive(Debug, Clone)]
+pub enum TestSubject {
+    /// A saved registry.
+    Saved(String),
+    /// A type and credentials from the form, not saved.
+    Inline {
+        kind: Option<RegistryKind>,
+        credentials: Option<Credentials>,
+    },
+}
+
+/// How far a connection test goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestMode {
+    Structural,
+    Live,
+}
+
+/// The answer of "Test Connection".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestOutcome {
+    pub ok: bool,
+    pub violations: Vec<FieldViolation>,
+    pub server: String,
+}
+
+/// The registry use cases over a store and a sealer.
+#[derive(Debug, Clone)]
+pub struct Registries {
+    store: Arc<dyn RegistryStore>,
+    sealer: Arc<dyn Sealer>,
+}
+
+impl Registries {
+    pub fn new(store: Arc<dyn RegistryStore>, sealer: Arc<dyn Sealer>) -> Self {
+        Self { store, sealer }
+    }
+
+    pub fn store(&self) -> &Arc<dyn RegistryStore> {
+        &self.store
+    }
+
+    /// Saves a new registry after validating it.
+    pub async fn create(&self, principal: &Principal, new: NewRegistry) -> Result<Registry> {
+        principal.require(Role::Writer, "creating a registry")?;
+        let mut violations = Vec::new();
+        violations.extend(validate::registry_name(&new.name).map(|v| v.prefixed("registry")));
+        if let Some(request_id) = &new.request_id {
+            violations.extend(check_request_id(request_id));
+        }
+        let draft = check_draft("registry.", new.kind, new.credentials.as_ref());
+        let (kind, credentials) = match draft {
+            Ok(found) if violations.is_empty() => found,
+            Ok(_) => return Err(Error::InvalidArgument(violations)),
+            Err(more) => {
+                violations.extend(more);
+                return Err(Error::InvalidArgument(violations));
+            }
+        };
+
+        let organization = &principal.organization;
+        if let Some(request_id) = &new.request_id
+            && let Some(earlier) = self
+                .store
+                .find_by_request_id(organization, request_id)
+                .await?
+        {
+            return Ok(earlier.registry);
+        }
+
+        let id = RegistryId::generate();
+        let now = Timestamp::now();
+        let stored = StoredRegistry {
+            key_id: self.sealer.primary_key_id().to_owned(),
+            sealed_credentials: self.seal(&id, &credentials)?,
+            registry: Registry {
+                server: credentials.server(),
+                hints: credentials.hints(),
+                id,
+                organization: organization.clone(),
+                name: new.name,
+                kind,
+                created_by: principal.subject.clone(),
+                created_at: now,
+                updated_at: now,
+                etag: new_etag(),
+                credential_revision: 1,
+            },
+        };
+        let audit = audit(
+            principal,
+            "registry.create",
+            Some(&stored.registry.id),
+            "ok",
+            format!("type={kind}"),
+        );
+        match self
+            .store
+            .insert(&stored, new.request_id.as_deref(), &audit)
+            .await
+        {
+            Ok(Inserted::Created) => {
+                tracing::info!(registry_id = %stored.registry.id, %kind, organization, "registry created");
+                Ok(stored.registry)
+            }
+            Ok(Inserted::Replayed(earlier)) => Ok(earlier.registry),
+            Err(StoreError::NameTaken(name)) => Err(Error::AlreadyExists {
+                resource: Resource::Registry,
+                name,
+            }),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// One registry of the caller's organization.
+    pub async fn get(&self, principal: &Principal, id: &str) -> Result<Registry> {
+        principal.require(Role::Reader, "reading a registry")?;
+        Ok(self.load(principal, id).await?.registry)
+    }
+
+    /// A page of the caller's organization's registries, ordered by name.
+    pub async fn list(
+        &self,
+        principal: &Principal,
+        page_size: i32,
+        page_token: &str,
+        kind: Option<RegistryKind>,
+    ) -> Result<Page> {
+        principal.require(Role::Reader, "listing registries")?;
+        let limit = match u64::try_from(page_size) {
+            Err(_) => return Err(Error::invalid("page_size", "must not be negative")),
+            Ok(0) => DEFAULT_PAGE_SIZE,
+            Ok(size) => size.min(MAX_PAGE_SIZE),
+        };
+        let after = if page_token.is_empty() {
+            None
+        } else {
+            Some(decode_page_token(page_token)?)
+        };
+        let query = ListQuery {
+            organization: principal.organization.clone(),
+            kind,
+            after,
+            limit: limit + 1,
+        };
+        let mut registries: Vec<Registry> = self
+            .store
+            .list(&query)
+            .await?
+            .into_iter()
+            .map(|s| s.registry)
+            .collect();
+        let next_page_token = if registries.len() as u64 > limit {
+            registries.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            registries.last().map(encode_page_token).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Page {
+            registries,
+            next_page_token,
+        })
+    }
+
+    /// Renames a registry and/or rotates its credentials. An empty `etag`
+    /// makes the update unconditional.
+    pub async fn update(
+        &self,
+        principal: &Principal,
+        id: &str,
+        patch: RegistryPatch,
+        etag: &str,
+    ) -> Result<Registry> {
+        principal.require(Role::Writer, "updating a registry")?;
+        if patch.name.is_none() && patch.credentials.is_none() {
+            return Err(Error::invalid(
+                "update_mask",
+                "names nothing to update (expected name and/or credentials)",
+            ));
+        }
+        if let Some(violation) = patch.name.as_deref().and_then(validate::registry_name) {
+            return Err(Error::InvalidArgument(vec![violation.prefixed("registry")]));
+        }
+
+        for _ in 0..WRITE_ATTEMPTS {
+            let current = self.load(principal, id).await?;
+            if !etag.is_empty() && etag != current.registry.etag {
+                return Err(etag_mismatch(id));
+            }
+            let mut next = current.clone();
+            let mut detail = Vec::new();
+            if let Some(name) = &patch.name {
+                next.registry.name.clone_from(name);
+                detail.push("name".to_owned());
+            }
+            if let Some(credentials) = &patch.credentials {
+                let kind = current.registry.kind;
+                let (_, credentials) = check_draft("registry.", Some(kind), Some(credentials))
+                    .map_err(Error::InvalidArgument)?;
+                next.sealed_credentials = self.seal(&next.registry.id, &credentials)?;
+                next.key_id = self.sealer.primary_key_id().to_owned();
+                next.registry.server = credentials.server();
+                next.registry.hints = credentials.hints();
+                next.registry.credential_revision += 1;
+                detail.push(format!(
+                    "credential_revision={}",
+                    next.registry.credential_revision
+                ));
+            }
+            next.registry.updated_at = Timestamp::now();
+            next.registry.etag = new_etag();
+
+            let audit = audit(
+                principal,
+                "registry.update",
+                Some(&next.registry.id),
+                "ok",
+                detail.join(" "),
+            );
+            match self
+                .store
+                .update(&next, &current.registry.etag, &audit)
+                .await
+            {
+                Ok(WriteOutcome::Done(())) => {
+                    tracing::info!(registry_id = %next.registry.id, revision = next.registry.credential_revision, "registry updated");
+                    return Ok(next.registry);
+                }
+                Ok(WriteOutcome::NotFound) => return Err(Error::registry_not_found(id)),
+                Ok(WriteOutcome::EtagMismatch) if etag.is_empty() => continue,
+                Ok(WriteOutcome::EtagMismatch) => return Err(etag_mismatch(id)),
+                Err(StoreError::NameTaken(name)) => {
+                    return Err(Error::AlreadyExists {
+                        resource: Resource::Registry,
+                        name,
+                    });
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(etag_mismatch(id))
+    }
+
+    /// Deletes a registry. Only its creator may. An empty `etag` makes the
+    /// delete unconditional.
+    pub async fn delete(
+        &self,
+        principal: &Principal,
+        id: &str,
+        etag: &str,
+        force: bool,
+    ) -> Result<()> {
+        principal.require(Role::Writer, "deleting a registry")?;
+        for _ in 0..WRITE_ATTEMPTS {
+            let current = self.load(principal, id).await?;
+            let registry = &current.registry;
+            if registry.created_by != principal.subject {
+                let refusal = audit(
+                    principal,
+                    "registry.delete",
+                    Some(&registry.id),
+                    "denied",
+                    "not the creator",
+                );
+                self.store.record(&refusal).await?;
+                return Err(Error::PermissionDenied(format!(
+                    "only the creator of registry {:?} ({}) may delete it",
+                    registry.id.as_str(),
+                    registry.created_by
+                )));
+            }
+            if !etag.is_empty() && etag != registry.etag {
+                return Err(etag_mismatch(id));
+            }
+            let audit = audit(
+                principal,
+                "registry.delete",
+                Some(&registry.id),
+                "ok",
+                format!("force={force}"),
+            );
+            match self
+                .store
+                .delete(
+                    &principal.organization,
+                    &registry.id,
+                    &registry.etag,
+                    &audit,
+                )
+                .await?
+            {
+                WriteOutcome::Done(()) => {
+                    tracing::info!(registry_id = %registry.id, "registry deleted");
+                    return Ok(());
+                }
+                WriteOutcome::NotFound => return Err(Error::registry_not_found(id)),
+                WriteOutcome::EtagMismatch if etag.is_empty() => continue,
+                WriteOutcome::EtagMismatch => return Err(etag_mismatch(id)),
+            }
+        }
+        Err(etag_mismatch(id))
+    }
+
+    /// "Test Connection". Violations are the answer, not an error; only a
+    /// request that cannot be understood is one.
+    pub async fn test(
+        &self,
+        principal: &Principal,
+        subject: TestSubject,
+        mode: TestMode,
+    ) -> Result<TestOutcome> {
+        principal.require(Role::Reader, "testing a registry")?;
+        if mode == TestMode::Live {
+            return Err(Error::Unsupported(
+                "mode: live connection tests are not offered by this server version; use TEST_MODE_STRUCTURAL".into(),
+            ));
+        }
+        let (registry_id, outcome) = match subject {
+            TestSubject::Saved(id) => {
+                let stored = self.load(principal, &id).await?;
+                let credentials = self.open(&stored)?;
+                let kind = stored.registry.kind;
+                let violations = prefixed(
+                    validate::credentials(&credentials),
+                    &credential_prefix("", kind),
+                );
+                (Some(stored.registry.id), outcome(violations, &credentials))
+            }
+            TestSubject::Inline { kind, credentials } => {
+                let Some(kind) = kind else {
+                    return Err(Error::invalid(
+                        "type",
+                        "is required: the registry type of the credentials to test",
+                    ));
+                };
+                match check_draft("", Some(kind), credentials.as_ref()) {
+                    Ok((_, credentials)) => (None, outcome(Vec::new(), &credentials)),
+                    Err(violations) => (None, outcome(violations, &Credentials::Public)),
+                }
+            }
+        };
+        let result = if outcome.ok { "ok" } else { "invalid" };
+        let detail = format!("violations={}", outcome.violations.len());
+        self.store
+            .record(&audit(
+                principal,
+                "registry.test",
+                registry_id.as_ref(),
+                result,
+                detail,
+            ))
+            .await?;
+        Ok(outcome)
+    }
+
+    /// A registry of the caller's organization, with its sealed credentials.
+    async fn load(&self, principal: &Principal, id: &str) -> Result<StoredRegistry> {
+        let registry_id = parse_id(id)?;
+        self.store
+            .get(&principal.organization, &registry_id)
+            .await?
+            .ok_or_else(|| Error::registry_not_found(id))
+    }
+
+    fn seal(&self, id: &RegistryId, credentials: &Credentials) -> Result<Vec<u8>> {
+        let context = SealContext {
+            registry_id: id.as_str(),
+            kind: credentials.kind(),
+        };
+        self.sealer
+            .seal(context, &credentials.to_plaintext())
+            .map_err(|e| Error::Internal(format!("sealing credentials of registry {id}: {e}")))
+    }
+
+    /// The plaintext credentials of a stored registry.
+    pub fn open(&self, stored: &StoredRegistry) -> Result<Credentials> {
+        let registry = &stored.registry;
+        let context = SealContext {
+            registry_id: registry.id.as_str(),
+            kind: registry.kind,
+        };
+        let undecryptable = |reason: String| Error::Undecryptable {
+            registry_id: registry.id.to_string(),
+            reason,
+        };
+        let plaintext = self
+            .sealer
+            .open(context, &stored.sealed_credentials)
+            .map_err(|e| undecryptable(e.to_string()))?;
+        Credentials::from_plaintext(&plaintext)
+            .map_err(|_| undecryptable("plaintext is not credentials".into()))
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NameTaken(name) => Error::AlreadyExists {
+                resource: Resource::Registry,
+                name,
+            },
+            StoreError::Unavailable(reason) => Error::Store(reason),
+            StoreError::Corrupt(reason) => {
+                Error::Internal(format!("stored data is corrupt: {reason}"))
+            }
+        }
+    }
+}
+
+fn outcome(violations: Vec<FieldViolation>, credentials: &Credentials) -> TestOutcome {
+    TestOutcome {
+        ok: violations.is_empty(),
+        server: if violations.is_empty() {
+            credentials.server()
+        } else {
+            String::new()
+        },
+        violations,
+    }
+}
+
+fn audit(
+    principal: &Principal,
+    action: &str,
+    registry_id: Option<&RegistryId>,
+    outcome: &str,
+    detail: impl Into<String>,
+) -> AuditEvent {
+    AuditEvent {
+        at: Timestamp::now(),
+        organization: principal.organization.clone(),
+        actor: principal.subject.clone(),
+        action: action.to_owned(),
+        registry_id: registry_id.cloned(),
+        outcome: outcome.to_owned(),
+        detail: detail.into(),
+    }
+}
+
+fn etag_mismatch(id: &str) -> Error {
+    Error::EtagMismatch {
+        resource: Resource::Registry,
+        id: id.to_owned(),
+    }
+}
+
+fn parse_id(id: &str) -> Result<RegistryId> {
+    if id.is_empty() {
+        return Err(Error::invalid("registry_id", "is required"));
+    }
+    RegistryId::parse(id).ok_or_else(|| {
+        Error::invalid(
+            "registry_id",
+            "must be reg- followed by lowercase letters and digits",
+        )
+    })
+}
+
+fn check_request_id(request_id: &str) -> Option<FieldViolation> {
+    let valid = (1..=128).contains(&request_id.len())
+        && request_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    (!valid).then(|| {
+        FieldViolation::new(
+            "request_id",
+            "must be 1 to 128 letters, digits, '-', '_' or '.' (a UUID is ideal)",
+        )
+    })
+}
+
+/// `<prefix>credentials.<kind>` — where a kind's fields sit in the request.
+fn credential_prefix(prefix: &str, kind: RegistryKind) -> String {
+    format!("{prefix}credentials.{}", kind.proto_field())
+}
+
+fn prefixed(violations: Vec<FieldViolation>, prefix: &str) -> Vec<FieldViolation> {
+    violations.into_iter().map(|v| v.prefixed(prefix)).collect()
+}
+
+/// Checks that a type and its credentials go together and are structurally
+/// valid. Public registries take no credentials.
+fn check_draft(
+    prefix: &str,
+    kind: Option<RegistryKind>,
+    credentials: Option<&Credentials>,
+) -> Result<(RegistryKind, Credentials), Vec<FieldViolation>> {
+    let Some(kind) = kind else {
+        return Err(vec![FieldViolation::new(
+            format!("{prefix}type"),
+            "is required",
+        )]);
+    };
+    let field = format!("{prefix}credentials");
+    let credentials = match (kind, credentials) {
+        (RegistryKind::Public, None | Some(Credentials::Public)) => Credentials::Public,
+        (RegistryKind::Public, Some(_)) => {
+            return Err(vec![FieldViolation::new(
+                field,
+                "must be empty: public registries take no credentials",
+            )]);
+        }
+        (_, None) => {
+            let names: Vec<_> = kind.fields().iter().map(|f| f.name).collect();
+            return Err(vec![FieldViolation::new(
+                field,
+                format!(
+                    "are required: {} credentials ({})",
+                    kind.key(),
+                    names.join(", ")
+                ),
+            )]);
+        }
+        (_, Some(given)) if given.kind() != kind => {
+            return Err(vec![FieldViolation::new(
+                field,
+                format!(
+                    "are {} credentials but the type is {}; set credentials.{}",
+                    given.kind().key(),
+                    kind.key(),
+                    kind.proto_field()
+                ),
+            )]);
+        }
+        (_, Some(given)) => given.clone(),
+    };
+    let violations = prefixed(
+        validate::credentials(&credentials),
+        &credential_prefix(prefix, kind),
+    );
+    if violations.is_empty() {
+        Ok((kind, credentials))
+    } else {
+        Err(violations)
+    }
+}
+
+fn encode_page_token(last: &Registry) -> String {
+    URL_SAFE_NO_PAD.encode(format!("v1\n{}\n{}", last.name, last.id))
+}
+
+fn decode_page_token(token: &str) -> Result<(String, String)> {
+    let invalid = || Error::invalid("page_token", "is not a page token this server issued");
+    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
+    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+    let mut parts = text.splitn(3, '\n');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("v1"), Some(name), Some(id)) if RegistryId::parse(id).is_some() => {
+            Ok((name.to_owned(), id.to_owned()))
+        }
+        _ => Err(invalid()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_and_reject_garbage() {
+        let registry = Registry {
+            id: RegistryId::parse("reg-abc234").unwrap(),
+            organization: "acme".into(),
+            name: "My GHCR".into(),
+            kind: RegistryKind::Ghcr,
+            server: "ghcr.io".into(),
+            hints: Vec::new(),
+            created_by: "alice".into(),
+            created_at: Timestamp(0),
+            updated_at: Timestamp(0),
+            etag: "e".into(),
+            credential_revision: 1,
+        };
+        let token = encode_page_token(&registry);
+        assert_eq!(
+            decode_page_token(&token).unwrap(),
+            ("My GHCR".to_owned(), "reg-abc234".to_owned())
+        );
+        for bad in ["x", "!!", &URL_SAFE_NO_PAD.encode("v2\na\nreg-a")] {
+            assert!(
+                matches!(decode_page_token(bad), Err(Error::InvalidArgument(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn drafts_must_match_their_type() {
+        let ghcr = Credentials::Ghcr {
+            username: "myorg".into(),
+            token: "ghp_16C7e42F292c6912E7710c838347Ae178B4a".into(),
+        };
+        let err = check_draft("registry.", Some(RegistryKind::Docker), Some(&ghcr)).unwrap_err();
+        assert_eq!(err[0].field, "registry.credentials");
+        let err = check_draft("", None, Some(&ghcr)).unwrap_err();
+        assert_eq!(err[0].field, "type");
+        let err = check_draft("", Some(RegistryKind::Ecr), None).unwrap_err();
+        assert_eq!(err[0].field, "credentials");
+        let err = check_draft("", Some(RegistryKind::Public), Some(&ghcr)).unwrap_err();
+        assert_eq!(err[0].field, "credentials");
+        assert!(check_draft("", Some(RegistryKind::Public), None).is_ok());
+    }
+}

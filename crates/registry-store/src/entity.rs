@@ -1,0 +1,57 @@
+//! The tables, as sea-orm entities.
+
+/// One row per registry. Credentials are only ever stored sealed.
+pub mod registries {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "registries")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub organization: String,
+        pub name: String,
+        pub kind: String,
+        pub server: String,
+        /// JSON array of the masked credential hints.
+        pub hints: String,
+        pub created_by: String,
+        pub created_at: i64,
+        pub updated_at: i64,
+        pub etag: String,
+        pub credential_revision: i64,
+        pub key_id: String,
+        pub sealed_credentials: Vec<u8>,
+        /// The AIP-155 request id the registry was created with.
+        pub request_id: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// The audit trail: who did what to which registry, and how it ended.
+pub mod audit_events {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_events")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub at: i64,
+        pub organization: String,
+        pub actor: String,
+        pub action: String,
+        pub registry_id: Option<String>,
+        pub outcome: String,
+        pub detail: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -1,0 +1,16 @@
+//! Schema migrations, applied at start-up.
+
+use sea_orm_migration::prelude::*;
+
+mod m20261127_000001_registries;
+
+/// Every migration, oldest first.
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261127_000001_registries::Migration)]
+    }
+}
