@@ -158,7 +158,11 @@ impl Credentials {
                 username,
                 token: token.expose_secret(),
             },
-            Self::Custom { url, username, password } => Exposed::Custom {
+            Self::Custom {
+                url,
+                username,
+                password,
+            } => Exposed::Custom {
                 url,
                 username,
                 password: password.expose_secret(),
@@ -246,7 +250,11 @@ impl Credentials {
                 region,
             } => vec![service_account_hint(service_account_key), plain("region", region)],
             Self::Quay { username, token } => vec![plain("username", username), secret("token", token)],
-            Self::Custom { url, username, password } => vec![
+            Self::Custom {
+                url,
+                username,
+                password,
+            } => vec![
                 plain("url", url),
                 plain("username", username),
                 secret("password", password),

@@ -129,7 +129,13 @@ impl RegistryKind {
     /// The required credential fields, in form order (the guide's table).
     pub fn fields(self) -> &'static [FieldSpec] {
         const GHCR: &[FieldSpec] = &[
-            field("username", "username", "Username", false, "the GitHub user or organization"),
+            field(
+                "username",
+                "username",
+                "Username",
+                false,
+                "the GitHub user or organization",
+            ),
             field(
                 "token",
                 "token",
@@ -139,7 +145,13 @@ impl RegistryKind {
             ),
         ];
         const DOCKER: &[FieldSpec] = &[
-            field("username", "username", "Username", false, "your Docker ID: 4 to 30 lowercase letters and digits"),
+            field(
+                "username",
+                "username",
+                "Username",
+                false,
+                "your Docker ID: 4 to 30 lowercase letters and digits",
+            ),
             field(
                 "password",
                 "password",
@@ -163,10 +175,22 @@ impl RegistryKind {
                 true,
                 "the 40-character secret of the access key",
             ),
-            field("region", "region", "Region", false, "the AWS region of the registry, e.g. us-east-1"),
+            field(
+                "region",
+                "region",
+                "Region",
+                false,
+                "the AWS region of the registry, e.g. us-east-1",
+            ),
         ];
         const ACR: &[FieldSpec] = &[
-            field("login_server", "loginServer", "Login server", false, "<registry name>.azurecr.io"),
+            field(
+                "login_server",
+                "loginServer",
+                "Login server",
+                false,
+                "<registry name>.azurecr.io",
+            ),
             field(
                 "username",
                 "username",
@@ -174,7 +198,13 @@ impl RegistryKind {
                 false,
                 "a service principal's application id, a token name or the admin user",
             ),
-            field("password", "password", "Password", true, "the service principal secret or password"),
+            field(
+                "password",
+                "password",
+                "Password",
+                true,
+                "the service principal secret or password",
+            ),
         ];
         const GCR: &[FieldSpec] = &[SERVICE_ACCOUNT_KEY];
         const GAR: &[FieldSpec] = &[
@@ -188,7 +218,13 @@ impl RegistryKind {
             ),
         ];
         const QUAY: &[FieldSpec] = &[
-            field("username", "username", "Username", false, "a robot account (org+name) or user name"),
+            field(
+                "username",
+                "username",
+                "Username",
+                false,
+                "a robot account (org+name) or user name",
+            ),
             field("token", "token", "Token", true, "the robot token or encrypted password"),
         ];
         const CUSTOM: &[FieldSpec] = &[
@@ -200,7 +236,13 @@ impl RegistryKind {
                 "https://host[:port]; http only for loopback addresses",
             ),
             field("username", "username", "Username", false, "the registry user"),
-            field("password", "password", "Password", true, "the registry password or token"),
+            field(
+                "password",
+                "password",
+                "Password",
+                true,
+                "the registry password or token",
+            ),
         ];
         match self {
             Self::Ghcr => GHCR,

@@ -58,13 +58,7 @@ impl fmt::Debug for AuditEvent {
         write!(
             f,
             "{} {} by {}@{} on {:?}: {} {}",
-            self.at.0,
-            self.action,
-            self.actor,
-            self.organization,
-            self.registry_id,
-            self.outcome,
-            self.detail
+            self.at.0, self.action, self.actor, self.organization, self.registry_id, self.outcome, self.detail
         )
     }
 }
@@ -108,11 +102,7 @@ pub trait RegistryStore: Send + Sync + fmt::Debug + 'static {
         request_id: &str,
     ) -> Result<Option<StoredRegistry>, StoreError>;
 
-    async fn get(
-        &self,
-        organization: &str,
-        id: &RegistryId,
-    ) -> Result<Option<StoredRegistry>, StoreError>;
+    async fn get(&self, organization: &str, id: &RegistryId) -> Result<Option<StoredRegistry>, StoreError>;
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<StoredRegistry>, StoreError>;
 
@@ -141,9 +131,5 @@ pub trait RegistryStore: Send + Sync + fmt::Debug + 'static {
     async fn key_samples(&self) -> Result<Vec<KeySample>, StoreError>;
 
     /// The most recent audit events of an organization, newest first.
-    async fn audit_events(
-        &self,
-        organization: &str,
-        limit: u64,
-    ) -> Result<Vec<AuditEvent>, StoreError>;
+    async fn audit_events(&self, organization: &str, limit: u64) -> Result<Vec<AuditEvent>, StoreError>;
 }

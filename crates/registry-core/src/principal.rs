@@ -75,10 +75,7 @@ impl Roles {
     pub fn parse_list(list: &str) -> Result<Self, UnknownRole> {
         list.split(',')
             .filter(|item| !item.trim().is_empty())
-            .try_fold(
-                Roles::default(),
-                |roles, item| Ok(roles.with(item.parse()?)),
-            )
+            .try_fold(Roles::default(), |roles, item| Ok(roles.with(item.parse()?)))
     }
 
     /// Whether these roles allow `role`'s rights (admin allows everything, and
@@ -86,8 +83,7 @@ impl Roles {
     pub fn allows(self, role: Role) -> bool {
         self.contains(Role::Admin)
             || self.contains(role)
-            || (role == Role::Reader
-                && (self.contains(Role::Writer) || self.contains(Role::Deployer)))
+            || (role == Role::Reader && (self.contains(Role::Writer) || self.contains(Role::Deployer)))
     }
 }
 

@@ -16,10 +16,7 @@ fn random_base32(count: usize) -> String {
     // getrandom fails only without an OS random source, where nothing secure
     // can run at all.
     getrandom::fill(&mut bytes).expect("operating system random source");
-    bytes
-        .iter()
-        .map(|b| BASE32[usize::from(b & 31)] as char)
-        .collect()
+    bytes.iter().map(|b| BASE32[usize::from(b & 31)] as char).collect()
 }
 
 /// A registry id: `reg-` followed by 16 lowercase base32 characters (80 random
@@ -32,21 +29,15 @@ impl RegistryId {
     const RANDOM_LEN: usize = 16;
 
     pub fn generate() -> Self {
-        Self(format!(
-            "{}{}",
-            Self::PREFIX,
-            random_base32(Self::RANDOM_LEN)
-        ))
+        Self(format!("{}{}", Self::PREFIX, random_base32(Self::RANDOM_LEN)))
     }
 
     /// Accepts `reg-` + 1..=64 lowercase letters and digits, so ids not made
     /// here (the guide's `reg-abc123`) stay addressable.
     pub fn parse(id: &str) -> Option<Self> {
         let rest = id.strip_prefix(Self::PREFIX)?;
-        let valid = (1..=64).contains(&rest.len())
-            && rest
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let valid =
+            (1..=64).contains(&rest.len()) && rest.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
         valid.then(|| Self(id.to_owned()))
     }
 

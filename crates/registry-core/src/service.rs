@@ -111,10 +111,7 @@ impl Registries {
 
         let organization = &principal.organization;
         if let Some(request_id) = &new.request_id
-            && let Some(earlier) = self
-                .store
-                .find_by_request_id(organization, request_id)
-                .await?
+            && let Some(earlier) = self.store.find_by_request_id(organization, request_id).await?
         {
             return Ok(earlier.registry);
         }
@@ -145,11 +142,7 @@ impl Registries {
             "ok",
             format!("type={kind}"),
         );
-        match self
-            .store
-            .insert(&stored, new.request_id.as_deref(), &audit)
-            .await
-        {
+        match self.store.insert(&stored, new.request_id.as_deref(), &audit).await {
             Ok(Inserted::Created) => {
                 tracing::info!(registry_id = %stored.registry.id, %kind, organization, "registry created");
                 Ok(stored.registry)
@@ -194,13 +187,7 @@ impl Registries {
             after,
             limit: limit + 1,
         };
-        let mut registries: Vec<Registry> = self
-            .store
-            .list(&query)
-            .await?
-            .into_iter()
-            .map(|s| s.registry)
-            .collect();
+        let mut registries: Vec<Registry> = self.store.list(&query).await?.into_iter().map(|s| s.registry).collect();
         let next_page_token = if registries.len() as u64 > limit {
             registries.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
             registries.last().map(encode_page_token).unwrap_or_default()
@@ -215,13 +202,7 @@ impl Registries {
 
     /// Renames a registry and/or rotates its credentials. An empty `etag`
     /// makes the update unconditional.
-    pub async fn update(
-        &self,
-        principal: &Principal,
-        id: &str,
-        patch: RegistryPatch,
-        etag: &str,
-    ) -> Result<Registry> {
+    pub async fn update(&self, principal: &Principal, id: &str, patch: RegistryPatch, etag: &str) -> Result<Registry> {
         principal.require(Role::Writer, "updating a registry")?;
         if patch.name.is_none() && patch.credentials.is_none() {
             return Err(Error::invalid(
@@ -246,17 +227,14 @@ impl Registries {
             }
             if let Some(credentials) = &patch.credentials {
                 let kind = current.registry.kind;
-                let (_, credentials) = check_draft("registry.", Some(kind), Some(credentials))
-                    .map_err(Error::InvalidArgument)?;
+                let (_, credentials) =
+                    check_draft("registry.", Some(kind), Some(credentials)).map_err(Error::InvalidArgument)?;
                 next.sealed_credentials = self.seal(&next.registry.id, &credentials)?;
                 next.key_id = self.sealer.primary_key_id().to_owned();
                 next.registry.server = credentials.server();
                 next.registry.hints = credentials.hints();
                 next.registry.credential_revision += 1;
-                detail.push(format!(
-                    "credential_revision={}",
-                    next.registry.credential_revision
-                ));
+                detail.push(format!("credential_revision={}", next.registry.credential_revision));
             }
             next.registry.updated_at = Timestamp::now();
             next.registry.etag = new_etag();
@@ -268,11 +246,7 @@ impl Registries {
                 "ok",
                 detail.join(" "),
             );
-            match self
-                .store
-                .update(&next, &current.registry.etag, &audit)
-                .await
-            {
+            match self.store.update(&next, &current.registry.etag, &audit).await {
                 Ok(WriteOutcome::Done(())) => {
                     tracing::info!(registry_id = %next.registry.id, revision = next.registry.credential_revision, "registry updated");
                     return Ok(next.registry);
@@ -294,13 +268,7 @@ impl Registries {
 
     /// Deletes a registry. Only its creator may. An empty `etag` makes the
     /// delete unconditional.
-    pub async fn delete(
-        &self,
-        principal: &Principal,
-        id: &str,
-        etag: &str,
-        force: bool,
-    ) -> Result<()> {
+    pub async fn delete(&self, principal: &Principal, id: &str, etag: &str, force: bool) -> Result<()> {
         principal.require(Role::Writer, "deleting a registry")?;
         for _ in 0..WRITE_ATTEMPTS {
             let current = self.load(principal, id).await?;
@@ -332,12 +300,7 @@ impl Registries {
             );
             match self
                 .store
-                .delete(
-                    &principal.organization,
-                    &registry.id,
-                    &registry.etag,
-                    &audit,
-                )
+                .delete(&principal.organization, &registry.id, &registry.etag, &audit)
                 .await?
             {
                 WriteOutcome::Done(()) => {
@@ -354,12 +317,7 @@ impl Registries {
 
     /// "Test Connection". Violations are the answer, not an error; only a
     /// request that cannot be understood is one.
-    pub async fn test(
-        &self,
-        principal: &Principal,
-        subject: TestSubject,
-        mode: TestMode,
-    ) -> Result<TestOutcome> {
+    pub async fn test(&self, principal: &Principal, subject: TestSubject, mode: TestMode) -> Result<TestOutcome> {
         principal.require(Role::Reader, "testing a registry")?;
         if mode == TestMode::Live {
             return Err(Error::Unsupported(
@@ -371,10 +329,7 @@ impl Registries {
                 let stored = self.load(principal, &id).await?;
                 let credentials = self.open(&stored)?;
                 let kind = stored.registry.kind;
-                let violations = prefixed(
-                    validate::credentials(&credentials),
-                    &credential_prefix("", kind),
-                );
+                let violations = prefixed(validate::credentials(&credentials), &credential_prefix("", kind));
                 (Some(stored.registry.id), outcome(violations, &credentials))
             }
             TestSubject::Inline { kind, credentials } => {
@@ -393,13 +348,7 @@ impl Registries {
         let result = if outcome.ok { "ok" } else { "invalid" };
         let detail = format!("violations={}", outcome.violations.len());
         self.store
-            .record(&audit(
-                principal,
-                "registry.test",
-                registry_id.as_ref(),
-                result,
-                detail,
-            ))
+            .record(&audit(principal, "registry.test", registry_id.as_ref(), result, detail))
             .await?;
         Ok(outcome)
     }
@@ -438,8 +387,7 @@ impl Registries {
             .sealer
             .open(context, &stored.sealed_credentials)
             .map_err(|e| undecryptable(e.to_string()))?;
-        Credentials::from_plaintext(&plaintext)
-            .map_err(|_| undecryptable("plaintext is not credentials".into()))
+        Credentials::from_plaintext(&plaintext).map_err(|_| undecryptable("plaintext is not credentials".into()))
     }
 }
 
@@ -451,9 +399,7 @@ impl From<StoreError> for Error {
                 name,
             },
             StoreError::Unavailable(reason) => Error::Store(reason),
-            StoreError::Corrupt(reason) => {
-                Error::Internal(format!("stored data is corrupt: {reason}"))
-            }
+            StoreError::Corrupt(reason) => Error::Internal(format!("stored data is corrupt: {reason}")),
         }
     }
 }
@@ -499,12 +445,8 @@ fn parse_id(id: &str) -> Result<RegistryId> {
     if id.is_empty() {
         return Err(Error::invalid("registry_id", "is required"));
     }
-    RegistryId::parse(id).ok_or_else(|| {
-        Error::invalid(
-            "registry_id",
-            "must be reg- followed by lowercase letters and digits",
-        )
-    })
+    RegistryId::parse(id)
+        .ok_or_else(|| Error::invalid("registry_id", "must be reg- followed by lowercase letters and digits"))
 }
 
 fn check_request_id(request_id: &str) -> Option<FieldViolation> {
@@ -537,10 +479,7 @@ fn check_draft(
     credentials: Option<&Credentials>,
 ) -> Result<(RegistryKind, Credentials), Vec<FieldViolation>> {
     let Some(kind) = kind else {
-        return Err(vec![FieldViolation::new(
-            format!("{prefix}type"),
-            "is required",
-        )]);
+        return Err(vec![FieldViolation::new(format!("{prefix}type"), "is required")]);
     };
     let field = format!("{prefix}credentials");
     let credentials = match (kind, credentials) {
@@ -555,11 +494,7 @@ fn check_draft(
             let names: Vec<_> = kind.fields().iter().map(|f| f.name).collect();
             return Err(vec![FieldViolation::new(
                 field,
-                format!(
-                    "are required: {} credentials ({})",
-                    kind.key(),
-                    names.join(", ")
-                ),
+                format!("are required: {} credentials ({})", kind.key(), names.join(", ")),
             )]);
         }
         (_, Some(given)) if given.kind() != kind => {
@@ -575,10 +510,7 @@ fn check_draft(
         }
         (_, Some(given)) => given.clone(),
     };
-    let violations = prefixed(
-        validate::credentials(&credentials),
-        &credential_prefix(prefix, kind),
-    );
+    let violations = prefixed(validate::credentials(&credentials), &credential_prefix(prefix, kind));
     if violations.is_empty() {
         Ok((kind, credentials))
     } else {
@@ -596,9 +528,7 @@ fn decode_page_token(token: &str) -> Result<(String, String)> {
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
     let mut parts = text.splitn(3, '\n');
     match (parts.next(), parts.next(), parts.next()) {
-        (Some("v1"), Some(name), Some(id)) if RegistryId::parse(id).is_some() => {
-            Ok((name.to_owned(), id.to_owned()))
-        }
+        (Some("v1"), Some(name), Some(id)) if RegistryId::parse(id).is_some() => Ok((name.to_owned(), id.to_owned())),
         _ => Err(invalid()),
     }
 }

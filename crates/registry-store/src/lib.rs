@@ -71,7 +71,11 @@ impl SeaStore {
             reason: redact(&e.to_string(), url),
         })?;
         if backend == "sqlite" {
-            for pragma in ["PRAGMA journal_mode = WAL", "PRAGMA busy_timeout = 5000", "PRAGMA synchronous = NORMAL"] {
+            for pragma in [
+                "PRAGMA journal_mode = WAL",
+                "PRAGMA busy_timeout = 5000",
+                "PRAGMA synchronous = NORMAL",
+            ] {
                 db.execute_unprepared(pragma).await.map_err(|e| OpenError::Connect {
                     backend,
                     reason: e.to_string(),
@@ -372,7 +376,11 @@ impl RegistryStore for SeaStore {
             .map_err(unavailable)?;
         let mut samples = Vec::with_capacity(firsts.len());
         for (key_id, id) in firsts {
-            let Some(row) = registries::Entity::find_by_id(id).one(&self.db).await.map_err(unavailable)? else {
+            let Some(row) = registries::Entity::find_by_id(id)
+                .one(&self.db)
+                .await
+                .map_err(unavailable)?
+            else {
                 continue;
             };
             let stored = from_row(row)?;

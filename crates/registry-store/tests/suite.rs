@@ -117,7 +117,12 @@ async fn organizations_are_isolated(store: SeaStore) {
     );
     assert_eq!(
         store
-            .delete("globex", &r.registry.id, &r.registry.etag, &audit("registry.delete", &r))
+            .delete(
+                "globex",
+                &r.registry.id,
+                &r.registry.etag,
+                &audit("registry.delete", &r)
+            )
             .await,
         Ok(WriteOutcome::NotFound)
     );
@@ -146,10 +151,7 @@ async fn request_ids_replay_the_first_insert(store: SeaStore) {
         .insert(&retry, Some("req-1"), &audit("registry.create", &retry))
         .await;
     assert_eq!(replayed, Ok(Inserted::Replayed(Box::new(first.clone()))));
-    assert_eq!(
-        store.find_by_request_id("acme", "req-1").await.unwrap(),
-        Some(first)
-    );
+    assert_eq!(store.find_by_request_id("acme", "req-1").await.unwrap(), Some(first));
     assert_eq!(store.find_by_request_id("globex", "req-1").await.unwrap(), None);
     let all = ListQuery {
         organization: "acme".into(),
@@ -169,16 +171,22 @@ async fn updates_are_conditional_on_the_etag(store: SeaStore) {
     next.registry.etag = new_etag();
     next.sealed_credentials = vec![9, 9, 9];
 
-    let stale = store.update(&next, "not-the-etag", &audit("registry.update", &next)).await;
+    let stale = store
+        .update(&next, "not-the-etag", &audit("registry.update", &next))
+        .await;
     assert_eq!(stale, Ok(WriteOutcome::EtagMismatch));
     assert_eq!(store.get("acme", &r.registry.id).await.unwrap(), Some(r.clone()));
 
-    let done = store.update(&next, &r.registry.etag, &audit("registry.update", &next)).await;
+    let done = store
+        .update(&next, &r.registry.etag, &audit("registry.update", &next))
+        .await;
     assert_eq!(done, Ok(WriteOutcome::Done(())));
     assert_eq!(store.get("acme", &r.registry.id).await.unwrap(), Some(next.clone()));
 
     // The old etag no longer matches.
-    let again = store.update(&next, &r.registry.etag, &audit("registry.update", &next)).await;
+    let again = store
+        .update(&next, &r.registry.etag, &audit("registry.update", &next))
+        .await;
     assert_eq!(again, Ok(WriteOutcome::EtagMismatch));
 }
 
@@ -301,10 +309,7 @@ async fn every_write_is_audited(store: SeaStore) {
         .await
         .unwrap();
     let events = store.audit_events("acme", 10).await.unwrap();
-    let actions: Vec<_> = events
-        .iter()
-        .map(|e| format!("{}:{}", e.action, e.outcome))
-        .collect();
+    let actions: Vec<_> = events.iter().map(|e| format!("{}:{}", e.action, e.outcome)).collect();
     assert_eq!(
         actions,
         ["registry.delete:denied", "registry.update:ok", "registry.create:ok"]

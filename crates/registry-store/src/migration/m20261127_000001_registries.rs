@@ -130,6 +130,8 @@ impl MigrationTrait for Migration {
         manager
             .drop_table(Table::drop().table(AuditEvents::Table).to_owned())
             .await?;
-        manager.drop_table(Table::drop().table(Registries::Table).to_owned()).await
+        manager
+            .drop_table(Table::drop().table(Registries::Table).to_owned())
+            .await
     }
 }

@@ -1,0 +1,391 @@
+//! Who is calling. Every request gets a [`Principal`] before it reaches a
+//! service: from a bearer JWT verified locally (production), or from request
+//! metadata in the loopback-only development mode (the embedded default).
+
+use std::fmt;
+use std::sync::Arc;
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use registry_core::{Principal, Role, Roles};
+use tonic::metadata::MetadataMap;
+use tonic::service::Interceptor;
+use tonic::{Request, Status};
+
+/// Metadata keys of the development mode.
+pub const USER_HEADER: &str = "x-user";
+pub const ORG_HEADER: &str = "x-org";
+pub const ROLES_HEADER: &str = "x-roles";
+
+/// The development mode's principal when metadata names none.
+#[derive(Debug, Clone)]
+pub struct DevelopmentAuth {
+    pub default_subject: String,
+    pub default_organization: String,
+}
+
+/// A key that verifies JWT signatures.
+pub enum JwtKey {
+    /// A shared HMAC secret (HS256, HS384, HS512).
+    Hmac(Vec<u8>),
+    /// An RSA public key in PEM (RS256..512, PS256..512).
+    RsaPem(String),
+    /// An EC public key in PEM (ES256, ES384).
+    EcPem(String),
+    /// An Ed25519 public key in PEM (EdDSA).
+    EdPem(String),
+}
+
+impl fmt::Debug for JwtKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Hmac(_) => "JwtKey::Hmac([REDACTED])",
+            Self::RsaPem(_) => "JwtKey::RsaPem",
+            Self::EcPem(_) => "JwtKey::EcPem",
+            Self::EdPem(_) => "JwtKey::EdPem",
+        })
+    }
+}
+
+/// How bearer tokens are checked and read.
+#[derive(Debug)]
+pub struct JwtSettings {
+    pub keys: Vec<JwtKey>,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Required `aud`, when set.
+    pub audience: Option<String>,
+    /// The claim holding the organization (default `org`).
+    pub organization_claim: String,
+    /// The claim holding the roles: an array or a space/comma separated
+    /// string (default `roles`). Unknown role names are ignored.
+    pub roles_claim: String,
+}
+
+/// A key that failed to load.
+#[derive(Debug, thiserror::Error)]
+#[error("jwt key {index}: {reason}")]
+pub struct JwtKeyError {
+    pub index: usize,
+    pub reason: String,
+}
+
+struct Verifier {
+    key: DecodingKey,
+    algorithms: &'static [Algorithm],
+}
+
+/// Verifies bearer JWTs against locally configured keys.
+pub struct JwtAuth {
+    verifiers: Vec<Verifier>,
+    settings: JwtSettings,
+}
+
+impl fmt::Debug for JwtAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtAuth")
+            .field("keys", &self.verifiers.len())
+            .field("issuer", &self.settings.issuer)
+            .field("audience", &self.settings.audience)
+            .finish()
+    }
+}
+
+impl JwtAuth {
+    pub fn new(settings: JwtSettings) -> Result<Self, JwtKeyError> {
+        use Algorithm::*;
+        let verifiers = settings
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(index, key)| {
+                let error = |e: jsonwebtoken::errors::Error| JwtKeyError {
+                    index,
+                    reason: e.to_string(),
+                };
+                Ok(match key {
+                    JwtKey::Hmac(secret) => Verifier {
+                        key: DecodingKey::from_secret(secret),
+                        algorithms: &[HS256, HS384, HS512],
+                    },
+                    JwtKey::RsaPem(pem) => Verifier {
+                        key: DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(error)?,
+                        algorithms: &[RS256, RS384, RS512, PS256, PS384, PS512],
+                    },
+                    JwtKey::EcPem(pem) => Verifier {
+                        key: DecodingKey::from_ec_pem(pem.as_bytes()).map_err(error)?,
+                        algorithms: &[ES256, ES384],
+                    },
+                    JwtKey::EdPem(pem) => Verifier {
+                        key: DecodingKey::from_ed_pem(pem.as_bytes()).map_err(error)?,
+                        algorithms: &[EdDSA],
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if verifiers.is_empty() {
+            return Err(JwtKeyError {
+                index: 0,
+                reason: "no verification key configured".into(),
+            });
+        }
+        Ok(Self { verifiers, settings })
+    }
+
+    fn authenticate(&self, metadata: &MetadataMap) -> Result<Principal, Status> {
+        let header = metadata
+            .get("authorization")
+            .ok_or_else(|| Status::unauthenticated("missing bearer token in the authorization metadata"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .ok_or_else(|| Status::unauthenticated("authorization metadata must be \"Bearer <jwt>\""))?;
+        let algorithm = jsonwebtoken::decode_header(token)
+            .map_err(|_| Status::unauthenticated("bearer token is not a JWT"))?
+            .alg;
+        let mut last_error = None;
+        for verifier in self.verifiers.iter().filter(|v| v.algorithms.contains(&algorithm)) {
+            let mut validation = Validation::new(algorithm);
+            validation.set_required_spec_claims(&["exp", "sub"]);
+            if let Some(issuer) = &self.settings.issuer {
+                validation.set_issuer(&[issuer]);
+            }
+            match &self.settings.audience {
+                Some(audience) => validation.set_audience(&[audience]),
+                None => validation.validate_aud = false,
+            }
+            match jsonwebtoken::decode::<serde_json::Value>(token, &verifier.key, &validation) {
+                Ok(data) => return self.principal(&data.claims),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        let reason = match last_error {
+            Some(e) => format!("bearer token rejected: {e}"),
+            None => format!("bearer token algorithm {algorithm:?} matches no configured key"),
+        };
+        Err(Status::unauthenticated(reason))
+    }
+
+    fn principal(&self, claims: &serde_json::Value) -> Result<Principal, Status> {
+        let text = |name: &str| {
+            claims
+                .get(name)
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| Status::unauthenticated(format!("bearer token has no {name} claim")))
+        };
+        let subject = text("sub")?;
+        let organization = text(&self.settings.organization_claim)?;
+        let names: Vec<&str> = match claims.get(&self.settings.roles_claim) {
+            Some(serde_json::Value::Array(items)) => items.iter().filter_map(|v| v.as_str()).collect(),
+            Some(serde_json::Value::String(list)) => list.split([' ', ',']).collect(),
+            _ => Vec::new(),
+        };
+        let roles: Roles = names.into_iter().filter_map(|name| name.parse::<Role>().ok()).collect();
+        let roles = if roles == Roles::default() {
+            [Role::Reader].into_iter().collect()
+        } else {
+            roles
+        };
+        Ok(Principal::new(subject, organization, roles))
+    }
+}
+
+/// How callers are identified.
+#[derive(Debug)]
+pub enum Authenticator {
+    /// Loopback-only development mode: the principal comes from `x-user`,
+    /// `x-org` and `x-roles` metadata, or the defaults.
+    Development(DevelopmentAuth),
+    /// Bearer JWTs verified against configured keys.
+    Jwt(JwtAuth),
+}
+
+impl Authenticator {
+    pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Principal, Status> {
+        match self {
+            Self::Development(dev) => development_principal(dev, metadata),
+            Self::Jwt(jwt) => jwt.authenticate(metadata),
+        }
+    }
+}
+
+fn development_principal(dev: &DevelopmentAuth, metadata: &MetadataMap) -> Result<Principal, Status> {
+    let read = |key: &str| -> Result<Option<String>, Status> {
+        let Some(value) = metadata.get(key) else {
+            return Ok(None);
+        };
+        let value = value
+            .to_str()
+            .map_err(|_| Status::unauthenticated(format!("{key} metadata must be printable ASCII")))?
+            .trim();
+        if value.len() > 256 {
+            return Err(Status::unauthenticated(format!(
+                "{key} metadata is longer than 256 characters"
+            )));
+        }
+        Ok((!value.is_empty()).then(|| value.to_owned()))
+    };
+    let subject = read(USER_HEADER)?.unwrap_or_else(|| dev.default_subject.clone());
+    let organization = read(ORG_HEADER)?.unwrap_or_else(|| dev.default_organization.clone());
+    let roles = match read(ROLES_HEADER)? {
+        None => Roles::DEFAULT,
+        Some(list) => {
+            Roles::parse_list(&list).map_err(|e| Status::unauthenticated(format!("{ROLES_HEADER} metadata: {e}")))?
+        }
+    };
+    Ok(Principal::new(subject, organization, roles))
+}
+
+/// The tonic interceptor that authenticates every request and leaves the
+/// [`Principal`] in its extensions.
+#[derive(Debug, Clone)]
+pub struct AuthInterceptor(pub Arc<Authenticator>);
+
+impl Interceptor for AuthInterceptor {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let principal = self.0.authenticate(request.metadata())?;
+        request.extensions_mut().insert(principal);
+        Ok(request)
+    }
+}
+
+/// The principal [`AuthInterceptor`] attached to a request.
+pub fn principal<T>(request: &Request<T>) -> Result<Principal, Status> {
+    request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("request was not authenticated"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header};
+
+    fn metadata(pairs: &[(&'static str, &str)]) -> MetadataMap {
+        let mut map = MetadataMap::new();
+        for (key, value) in pairs {
+            map.insert(*key, value.parse().unwrap());
+        }
+        map
+    }
+
+    fn dev() -> Authenticator {
+        Authenticator::Development(DevelopmentAuth {
+            default_subject: "developer".into(),
+            default_organization: "default".into(),
+        })
+    }
+
+    #[test]
+    fn development_mode_reads_metadata_or_defaults() {
+        let p = dev().authenticate(&MetadataMap::new()).unwrap();
+        assert_eq!((p.subject.as_str(), p.organization.as_str()), ("developer", "default"));
+        assert_eq!(p.roles, Roles::DEFAULT);
+        let p = dev()
+            .authenticate(&metadata(&[
+                ("x-user", "bob"),
+                ("x-org", "acme"),
+                ("x-roles", "reader"),
+            ]))
+            .unwrap();
+        assert_eq!((p.subject.as_str(), p.organization.as_str()), ("bob", "acme"));
+        assert!(!p.roles.allows(Role::Writer));
+        let err = dev().authenticate(&metadata(&[("x-roles", "root")])).unwrap_err();
+        assert!(err.message().contains("x-roles"));
+    }
+
+    fn jwt() -> Authenticator {
+        Authenticator::Jwt(
+            JwtAuth::new(JwtSettings {
+                keys: vec![JwtKey::Hmac(b"test-secret-of-32-bytes-at-least!".to_vec())],
+                issuer: Some("https://issuer.example".into()),
+                audience: Some("registry".into()),
+                organization_claim: "org".into(),
+                roles_claim: "roles".into(),
+            })
+            .unwrap(),
+        )
+    }
+
+    fn token(secret: &[u8], claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(secret)).unwrap()
+    }
+
+    fn bearer(token: &str) -> MetadataMap {
+        let mut map = MetadataMap::new();
+        map.insert("authorization", format!("Bearer {token}").parse().unwrap());
+        map
+    }
+
+    fn exp() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 600
+    }
+
+    #[test]
+    fn jwt_mode_verifies_and_reads_claims() {
+        let claims = serde_json::json!({
+            "sub": "ci-bot", "org": "acme", "roles": ["deployer", "something-else"],
+            "iss": "https://issuer.example", "aud": "registry", "exp": exp(),
+        });
+        let p = jwt()
+            .authenticate(&bearer(&token(b"test-secret-of-32-bytes-at-least!", claims)))
+            .unwrap();
+        assert_eq!((p.subject.as_str(), p.organization.as_str()), ("ci-bot", "acme"));
+        assert!(p.roles.contains(Role::Deployer) && !p.roles.contains(Role::Writer));
+    }
+
+    #[test]
+    fn jwt_mode_rejects_bad_tokens() {
+        let good = serde_json::json!({
+            "sub": "a", "org": "acme", "iss": "https://issuer.example", "aud": "registry", "exp": exp(),
+        });
+        let cases = [
+            (token(b"another-secret-of-32-bytes-long!!", good.clone()), "signature"),
+            (
+                token(
+                    b"test-secret-of-32-bytes-at-least!",
+                    serde_json::json!({"sub": "a", "org": "acme", "iss": "https://issuer.example", "aud": "other", "exp": exp()}),
+                ),
+                "rejected",
+            ),
+            (
+                token(
+                    b"test-secret-of-32-bytes-at-least!",
+                    serde_json::json!({"sub": "a", "iss": "https://issuer.example", "aud": "registry", "exp": exp()}),
+                ),
+                "org claim",
+            ),
+            ("not-a-jwt".to_owned(), "not a JWT"),
+        ];
+        for (token, expected) in cases {
+            let err = jwt().authenticate(&bearer(&token)).unwrap_err();
+            assert_eq!(err.code(), tonic::Code::Unauthenticated);
+            assert!(
+                err.message().to_lowercase().contains(&expected.to_lowercase()),
+                "{}",
+                err.message()
+            );
+        }
+        let err = jwt().authenticate(&MetadataMap::new()).unwrap_err();
+        assert!(err.message().contains("missing bearer token"));
+    }
+
+    #[test]
+    fn jwt_principal_defaults_to_reader() {
+        let claims = serde_json::json!({
+            "sub": "a", "org": "acme", "iss": "https://issuer.example", "aud": "registry", "exp": exp(),
+        });
+        let p = jwt()
+            .authenticate(&bearer(&token(b"test-secret-of-32-bytes-at-least!", claims)))
+            .unwrap();
+        assert!(p.roles.allows(Role::Reader) && !p.roles.allows(Role::Writer));
+    }
+}

@@ -1,0 +1,249 @@
+//! `platform.registry.v1.RegistryService` over the domain use cases.
+
+use registry_core::service::{NewRegistry, Registries, RegistryPatch, TestMode, TestSubject};
+use registry_core::{Error, FieldViolation};
+use registry_proto::v1 as pb;
+use registry_proto::v1::registry_service_server::RegistryService;
+use tonic::{Request, Response, Status};
+
+use crate::auth::principal;
+use crate::convert::{credentials_from_proto, kind_from_proto, registry_to_proto, registry_types};
+use crate::status::to_status;
+
+/// The gRPC face of [`Registries`].
+#[derive(Debug, Clone)]
+pub struct RegistryApi {
+    registries: Registries,
+}
+
+impl RegistryApi {
+    pub fn new(registries: Registries) -> Self {
+        Self { registries }
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+/// The update-mask paths a client may name.
+const UPDATABLE: [&str; 2] = ["name", "credentials"];
+/// Paths that exist on `Registry` but cannot be written.
+const IMMUTABLE: [&str; 9] = [
+    "id",
+    "type",
+    "server",
+    "credential_hints",
+    "organization",
+    "created_by",
+    "create_time",
+    "update_time",
+    "credential_revision",
+];
+
+/// Turns an update request into a patch, checking its mask.
+fn patch_from(registry: pb::Registry, mask: Option<prost_types::FieldMask>) -> Result<RegistryPatch, Error> {
+    let paths = mask.map(|m| m.paths).unwrap_or_default();
+    let mut violations = Vec::new();
+    for path in &paths {
+        if IMMUTABLE.contains(&path.as_str()) || path == "etag" {
+            violations.push(FieldViolation::new(
+                "update_mask",
+                format!("{path:?} cannot be updated (updatable: name, credentials)"),
+            ));
+        } else if !UPDATABLE.contains(&path.as_str()) {
+            violations.push(FieldViolation::new(
+                "update_mask",
+                format!("unknown path {path:?} (updatable: name, credentials)"),
+            ));
+        }
+    }
+    if !violations.is_empty() {
+        return Err(Error::InvalidArgument(violations));
+    }
+    let named = |field: &str| paths.iter().any(|p| p == field);
+    let (want_name, want_credentials) = if paths.is_empty() {
+        (!registry.name.is_empty(), registry.credentials.is_some())
+    } else {
+        (named("name"), named("credentials"))
+    };
+    let credentials = if want_credentials {
+        let credentials = credentials_from_proto(registry.credentials);
+        if credentials.is_none() {
+            return Err(Error::invalid(
+                "registry.credentials",
+                "is required when update_mask names credentials",
+            ));
+        }
+        credentials
+    } else {
+        None
+    };
+    Ok(RegistryPatch {
+        name: want_name.then_some(registry.name),
+        credentials,
+    })
+}
+
+fn test_mode(value: i32) -> Result<TestMode, Error> {
+    match pb::TestMode::try_from(value) {
+        Ok(pb::TestMode::Unspecified | pb::TestMode::Structural) => Ok(TestMode::Structural),
+        Ok(pb::TestMode::Live) => Ok(TestMode::Live),
+        Err(_) => Err(Error::invalid("mode", format!("unknown test mode {value}"))),
+    }
+}
+
+#[tonic::async_trait]
+impl RegistryService for RegistryApi {
+    async fn list_registry_types(
+        &self,
+        request: Request<pb::ListRegistryTypesRequest>,
+    ) -> Reply<pb::ListRegistryTypesResponse> {
+        principal(&request)?;
+        Ok(Response::new(pb::ListRegistryTypesResponse {
+            registry_types: registry_types(),
+        }))
+    }
+
+    async fn create_registry(&self, request: Request<pb::CreateRegistryRequest>) -> Reply<pb::CreateRegistryResponse> {
+        let principal = principal(&request)?;
+        let request = request.into_inner();
+        let registry = request
+            .registry
+            .ok_or_else(|| to_status(Error::invalid("registry", "is required")))?;
+        let new = NewRegistry {
+            kind: kind_from_proto(registry.r#type, "registry.type").map_err(to_status)?,
+            name: registry.name,
+            credentials: credentials_from_proto(registry.credentials),
+            request_id: Some(request.request_id).filter(|id| !id.is_empty()),
+        };
+        let created = self.registries.create(&principal, new).await.map_err(to_status)?;
+        Ok(Response::new(pb::CreateRegistryResponse {
+            registry: Some(registry_to_proto(created)),
+        }))
+    }
+
+    async fn get_registry(&self, request: Request<pb::GetRegistryRequest>) -> Reply<pb::GetRegistryResponse> {
+        let principal = principal(&request)?;
+        let registry = self
+            .registries
+            .get(&principal, &request.get_ref().registry_id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::GetRegistryResponse {
+            registry: Some(registry_to_proto(registry)),
+        }))
+    }
+
+    async fn list_registries(&self, request: Request<pb::ListRegistriesRequest>) -> Reply<pb::ListRegistriesResponse> {
+        let principal = principal(&request)?;
+        let request = request.into_inner();
+        let kind = kind_from_proto(request.r#type, "type").map_err(to_status)?;
+        let page = self
+            .registries
+            .list(&principal, request.page_size, &request.page_token, kind)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListRegistriesResponse {
+            registries: page.registries.into_iter().map(registry_to_proto).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn update_registry(&self, request: Request<pb::UpdateRegistryRequest>) -> Reply<pb::UpdateRegistryResponse> {
+        let principal = principal(&request)?;
+        let request = request.into_inner();
+        let registry = request
+            .registry
+            .ok_or_else(|| to_status(Error::invalid("registry", "is required")))?;
+        let patch = patch_from(registry, request.update_mask).map_err(to_status)?;
+        let updated = self
+            .registries
+            .update(&principal, &request.registry_id, patch, &request.etag)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::UpdateRegistryResponse {
+            registry: Some(registry_to_proto(updated)),
+        }))
+    }
+
+    async fn delete_registry(&self, request: Request<pb::DeleteRegistryRequest>) -> Reply<pb::DeleteRegistryResponse> {
+        let principal = principal(&request)?;
+        let request = request.into_inner();
+        self.registries
+            .delete(&principal, &request.registry_id, &request.etag, request.force)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::DeleteRegistryResponse {}))
+    }
+
+    async fn test_registry_connection(
+        &self,
+        request: Request<pb::TestRegistryConnectionRequest>,
+    ) -> Reply<pb::TestRegistryConnectionResponse> {
+        let principal = principal(&request)?;
+        let request = request.into_inner();
+        let mode = test_mode(request.mode).map_err(to_status)?;
+        let subject = if request.registry_id.is_empty() {
+            TestSubject::Inline {
+                kind: kind_from_proto(request.r#type, "type").map_err(to_status)?,
+                credentials: credentials_from_proto(request.credentials),
+            }
+        } else if request.r#type != 0 || request.credentials.is_some() {
+            return Err(to_status(Error::invalid(
+                "registry_id",
+                "set either registry_id or type and credentials, not both",
+            )));
+        } else {
+            TestSubject::Saved(request.registry_id)
+        };
+        let outcome = self
+            .registries
+            .test(&principal, subject, mode)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::TestRegistryConnectionResponse {
+            ok: outcome.ok,
+            violations: outcome
+                .violations
+                .into_iter()
+                .map(|v| pb::FieldViolation {
+                    field: v.field,
+                    description: v.description,
+                })
+                .collect(),
+            mode: pb::TestMode::Structural.into(),
+            server: outcome.server,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
+        Some(prost_types::FieldMask {
+            paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+        })
+    }
+
+    #[test]
+    fn masks_name_what_changes() {
+        let registry = pb::Registry {
+            name: "renamed".into(),
+            ..Default::default()
+        };
+        let patch = patch_from(registry.clone(), mask(&["name"])).unwrap();
+        assert_eq!(patch.name.as_deref(), Some("renamed"));
+        assert!(patch.credentials.is_none());
+        let patch = patch_from(registry.clone(), None).unwrap();
+        assert_eq!(patch.name.as_deref(), Some("renamed"));
+        let err = patch_from(registry.clone(), mask(&["credentials"])).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(v) if v[0].field == "registry.credentials"));
+        for bad in ["type", "nonsense", "etag"] {
+            let err = patch_from(registry.clone(), mask(&[bad])).unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidArgument(v) if v[0].field == "update_mask" && v[0].description.contains(bad))
+            );
+        }
+    }
+}
