@@ -27,21 +27,16 @@ pub struct DevelopmentAuth {
 pub enum JwtKey {
     /// A shared HMAC secret (HS256, HS384, HS512).
     Hmac(Vec<u8>),
-    /// An RSA public key in PEM (RS256..512, PS256..512).
-    RsaPem(String),
-    /// An EC public key in PEM (ES256, ES384).
-    EcPem(String),
-    /// An Ed25519 public key in PEM (EdDSA).
-    EdPem(String),
+    /// A public key in PEM: RSA (RS256..512, PS256..512), EC (ES256, ES384)
+    /// or Ed25519 (EdDSA), recognised from its content.
+    PublicPem(String),
 }
 
 impl fmt::Debug for JwtKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Hmac(_) => "JwtKey::Hmac([REDACTED])",
-            Self::RsaPem(_) => "JwtKey::RsaPem",
-            Self::EcPem(_) => "JwtKey::EcPem",
-            Self::EdPem(_) => "JwtKey::EdPem",
+            Self::PublicPem(_) => "JwtKey::PublicPem",
         })
     }
 }
@@ -107,18 +102,25 @@ impl JwtAuth {
                         key: DecodingKey::from_secret(secret),
                         algorithms: &[HS256, HS384, HS512],
                     },
-                    JwtKey::RsaPem(pem) => Verifier {
-                        key: DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(error)?,
-                        algorithms: &[RS256, RS384, RS512, PS256, PS384, PS512],
-                    },
-                    JwtKey::EcPem(pem) => Verifier {
-                        key: DecodingKey::from_ec_pem(pem.as_bytes()).map_err(error)?,
-                        algorithms: &[ES256, ES384],
-                    },
-                    JwtKey::EdPem(pem) => Verifier {
-                        key: DecodingKey::from_ed_pem(pem.as_bytes()).map_err(error)?,
-                        algorithms: &[EdDSA],
-                    },
+                    JwtKey::PublicPem(pem) => {
+                        let pem = pem.as_bytes();
+                        if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+                            Verifier {
+                                key,
+                                algorithms: &[RS256, RS384, RS512, PS256, PS384, PS512],
+                            }
+                        } else if let Ok(key) = DecodingKey::from_ec_pem(pem) {
+                            Verifier {
+                                key,
+                                algorithms: &[ES256, ES384],
+                            }
+                        } else {
+                            Verifier {
+                                key: DecodingKey::from_ed_pem(pem).map_err(error)?,
+                                algorithms: &[EdDSA],
+                            }
+                        }
+                    }
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;

@@ -1,9 +1,9 @@
 //! The gRPC face of the registry credential service.
 //!
-//! - [`auth`]: who is calling (bearer JWT or loopback development mode);
-//! - [`registry_service`]: `platform.registry.v1.RegistryService`;
-//! - [`convert`]: protobuf <-> domain;
-//! - [`status`]: the one mapping from domain errors to gRPC statuses.
+//! - [`auth`] — who is calling (bearer JWT or loopback development mode);
+//! - [`registry_service`] — `platform.registry.v1.RegistryService`;
+//! - [`convert`] — protobuf <-> domain;
+//! - [`status`] — the one mapping from domain errors to gRPC statuses.
 
 pub mod auth;
 pub mod convert;

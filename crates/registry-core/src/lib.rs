@@ -1,14 +1,14 @@
 //! The domain of the container-registry credential service.
 //!
-//! - [`kind`]: the nine registry kinds and their form schema;
-//! - [`credentials`]: secret-typed credentials, masking, the server they are for;
-//! - [`validate`]: what "structurally valid" means for each kind;
-//! - [`reference`]: image references per the distribution grammar;
-//! - [`sealer`]: the encryption-at-rest port;
-//! - [`registry`]: the stored resource, ids, etags, timestamps;
-//! - [`principal`]: callers and their roles;
-//! - [`ports`]: the storage port;
-//! - [`service`]: the use cases.
+//! - [`kind`] — the nine registry kinds and their form schema;
+//! - [`credentials`] — secret-typed credentials, masking, the server they are for;
+//! - [`validate`] — what "structurally valid" means for each kind;
+//! - [`reference`] — image references per the distribution grammar;
+//! - [`sealer`] — the encryption-at-rest port;
+//! - [`registry`] — the stored resource, ids, etags, timestamps;
+//! - [`principal`] — callers and their roles;
+//! - [`ports`] — the storage port;
+//! - [`service`] — the use cases.
 
 pub mod credentials;
 pub mod error;

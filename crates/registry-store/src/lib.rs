@@ -2,9 +2,9 @@
 //! default, PostgreSQL in production. Implements
 //! [`registry_core::ports::RegistryStore`].
 //!
-//! - [`entity`]: the tables;
-//! - [`migration`]: the schema, applied by [`SeaStore::connect`];
-//! - [`SeaStore`]: the store itself.
+//! - [`entity`] — the tables;
+//! - [`migration`] — the schema, applied by [`SeaStore::connect`];
+//! - [`SeaStore`] — the store itself.
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,5 +1,7 @@
 //! One store test suite, run against every backend: SQLite and PostgreSQL.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 use registry_core::ports::{AuditEvent, Inserted, ListQuery, RegistryStore, StoreError, WriteOutcome};
 use registry_core::registry::new_etag;
 use registry_core::{CredentialHint, Registry, RegistryId, RegistryKind, StoredRegistry, Timestamp};

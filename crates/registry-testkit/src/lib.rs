@@ -1,8 +1,8 @@
 //! Test support shared by the crates' test suites.
 //!
-//! - [`require_service`]: the one rule for tests that need a service the
+//! - [`require_service`] — the one rule for tests that need a service the
 //!   machine may lack (skip loudly by hand, fail under `CI=true`);
-//! - [`postgres_database`]: a fresh PostgreSQL database per test.
+//! - [`postgres_database`] — a fresh PostgreSQL database per test.
 
 use sea_orm::{ConnectionTrait, Database};
 

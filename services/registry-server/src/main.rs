@@ -1,1 +1,110 @@
-fn main() {}
+//! `registry-server`: serves the registry credential service.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use registry_server::config::{AuthMode, Config, LogFormat, Overrides};
+
+/// Keeps container-registry credentials and hands them to orchestrators.
+///
+/// Configuration layers: defaults, --config FILE (TOML), REGISTRY_* environment
+/// variables (REGISTRY_AUTH__MODE=jwt for nested keys), then these flags.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, env = "REGISTRY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:50051].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Directory of the embedded SQLite database and generated key [default: registry-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// sqlite://… or postgres://… [default: SQLite in the data directory].
+    #[arg(long)]
+    database_url: Option<String>,
+    /// File of base64 master keys, one per line, the first one primary.
+    #[arg(long)]
+    master_key_file: Option<PathBuf>,
+    /// How callers are authenticated [default: development].
+    #[arg(long, value_enum)]
+    auth_mode: Option<AuthMode>,
+    /// Log format [default: text].
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Prints a new random master key (base64) for a key file.
+    Keygen,
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Keygen) = cli.command {
+        return match registry_crypto::generate_key() {
+            Ok(key) => {
+                #[allow(clippy::print_stdout)]
+                {
+                    println!("{}", key.as_str());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("registry-server: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let overrides = Overrides {
+        listen: cli.listen,
+        data_dir: cli.data_dir,
+        database_url: cli.database_url,
+        master_key_file: cli.master_key_file,
+        auth_mode: cli.auth_mode,
+        log_format: cli.log_format,
+    };
+    let config = match Config::load(cli.config.as_deref(), &overrides) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("registry-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    registry_server::telemetry::init(&config.log);
+    match registry_server::run(config, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("registry-server: refusing to start: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! The registry credential service: wiring of store, keys, authentication and
+//! the gRPC services, and the server's life cycle.
+//!
+//! - [`config`] — layered configuration;
+//! - [`start`] — opens the store, checks the master keys, serves;
+//! - [`telemetry`] — structured logs.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use registry_api::auth::{DevelopmentAuth, JwtAuth, JwtKey, JwtSettings};
+use registry_api::{AuthInterceptor, Authenticator, RegistryApi};
+use registry_core::ports::RegistryStore;
+use registry_core::sealer::{SealContext, Sealer};
+use registry_core::service::Registries;
+use registry_crypto::{KeyFileStatus, KeyRing};
+use registry_proto::v1::registry_service_server::RegistryServiceServer;
+use registry_store::SeaStore;
+use sea_orm::ConnectionTrait;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+pub mod config;
+pub mod telemetry;
+
+use config::{AuthMode, Config, redact_url};
+
+/// The fully-qualified name of the registry service, as health checks know it.
+pub const REGISTRY_SERVICE: &str = "platform.registry.v1.RegistryService";
+
+/// Why the server did not start. Every message says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("master keys: {0}")]
+    Keys(#[from] registry_crypto::KeyError),
+    #[error(transparent)]
+    Store(#[from] registry_store::OpenError),
+    #[error("cannot read the store: {0}")]
+    StoreRead(#[from] registry_core::ports::StoreError),
+    #[error(
+        "the configured master keys cannot open the stored credentials: {0}. Nothing was changed; \
+         start again with the key the data was sealed with (as the primary key or an older key)"
+    )]
+    KeyMismatch(String),
+    #[error(
+        "the database holds sealed credentials but no master key is configured and {0} is missing. \
+         Nothing was changed; restore that file or configure the master keys"
+    )]
+    MissingKeyFile(String),
+    #[error("authentication: {0}")]
+    Auth(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("gRPC reflection: {0}")]
+    Reflection(String),
+}
+
+/// A started server.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// The address it listens on (useful with port 0).
+    pub local_addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets requests in flight finish, and waits.
+    pub async fn shutdown(mut self) -> Result<(), tonic::transport::Error> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.await.unwrap_or(Ok(()))
+    }
+
+    /// Waits until the server ends.
+    pub async fn wait(self) -> Result<(), tonic::transport::Error> {
+        let Self { shutdown, task, .. } = self;
+        let result = task.await.unwrap_or(Ok(()));
+        drop(shutdown);
+        result
+    }
+}
+
+/// Runs until `signal` resolves, then shuts down gracefully.
+pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(), anyhow::Error> {
+    let server = start(config).await?;
+    signal.await;
+    tracing::info!("shutting down: finishing requests in flight");
+    server.shutdown().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Opens the store, checks the master keys against it, and serves.
+pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    config.validate()?;
+    create_data_dir(&config.data_dir)?;
+
+    let database_url = config
+        .database_url
+        .clone()
+        .unwrap_or_else(|| registry_store::sqlite_url(&config.data_dir));
+    let store = SeaStore::connect(&database_url).await?;
+    let samples = store.key_samples().await?;
+    let keys = load_keys(&config, !samples.is_empty())?;
+    for sample in &samples {
+        let context = SealContext {
+            registry_id: sample.registry_id.as_str(),
+            kind: sample.kind,
+        };
+        if let Err(error) = keys.open(context, &sample.sealed_credentials) {
+            return Err(StartError::KeyMismatch(format!(
+                "registry {} is sealed under master key {} ({error}); configured keys: {}",
+                sample.registry_id,
+                sample.key_id,
+                keys.key_ids().collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
+    tracing::info!(
+        database = %redact_url(&database_url),
+        primary_key = keys.primary_key_id(),
+        keys_checked = samples.len(),
+        "store open and master keys verified"
+    );
+
+    let authenticator = authenticator(&config)?;
+    let store: Arc<dyn RegistryStore> = Arc::new(store.clone());
+    let registries = Registries::new(store, Arc::new(keys));
+    let api = RegistryServiceServer::new(RegistryApi::new(registries))
+        .max_decoding_message_size(config.limits.max_message_bytes);
+    let api = InterceptedService::new(api, AuthInterceptor(Arc::new(authenticator)));
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status(REGISTRY_SERVICE, ServingStatus::NotServing)
+        .await;
+    reporter.set_service_status("", ServingStatus::NotServing).await;
+
+    let reflection = |builder: tonic_reflection::server::Builder<'static>| {
+        builder
+            .register_encoded_file_descriptor_set(registry_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection(tonic_reflection::server::Builder::configure())
+        .build_v1()
+        .map_err(|e| StartError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
+        .build_v1alpha()
+        .map_err(|e| StartError::Reflection(e.to_string()))?;
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+
+    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+    let shutdown_reporter = reporter.clone();
+    let shutdown = async move {
+        let _ = shutdown_rx.await;
+        shutdown_reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        shutdown_reporter
+            .set_service_status(REGISTRY_SERVICE, ServingStatus::NotServing)
+            .await;
+    };
+    let router = tonic::transport::Server::builder()
+        .timeout(Duration::from_millis(config.limits.request_timeout_ms))
+        .concurrency_limit_per_connection(config.limits.concurrency_per_connection)
+        .trace_fn(|request| tracing::info_span!("grpc", method = %request.uri().path()))
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(api);
+    let task = tokio::spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown));
+
+    reporter.set_service_status("", ServingStatus::Serving).await;
+    reporter
+        .set_service_status(REGISTRY_SERVICE, ServingStatus::Serving)
+        .await;
+    tokio::spawn(watch_store(store_probe(&config, database_url.clone()).await, reporter));
+
+    if config.auth.mode == AuthMode::Development {
+        tracing::warn!(
+            "DEVELOPMENT AUTH MODE: callers are whoever their x-user/x-org/x-roles metadata says \
+             (default {}@{}); loopback only, never for production",
+            config.auth.dev_user,
+            config.auth.dev_org
+        );
+    }
+    tracing::info!(%local_addr, "serving gRPC (RegistryService, health, reflection v1 and v1alpha)");
+    Ok(RunningServer {
+        local_addr,
+        shutdown: Some(shutdown_tx),
+        task,
+    })
+}
+
+fn create_data_dir(dir: &Path) -> Result<(), StartError> {
+    let error = |source| StartError::DataDir {
+        path: dir.display().to_string(),
+        source,
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(error)
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir).map_err(error)
+}
+
+/// The master keys: from `master_keys`, a key file, or the development key
+/// generated in the data directory.
+fn load_keys(config: &Config, data_exists: bool) -> Result<KeyRing, StartError> {
+    if let Some(value) = &config.master_keys {
+        return Ok(KeyRing::from_env_value(value)?);
+    }
+    if let Some(file) = &config.master_key_file {
+        return Ok(KeyRing::from_key_file(file)?);
+    }
+    let generated = config.data_dir.join(registry_crypto::MASTER_KEY_FILE);
+    if data_exists && !generated.exists() {
+        return Err(StartError::MissingKeyFile(generated.display().to_string()));
+    }
+    let (keys, status) = KeyRing::load_or_generate(&config.data_dir)?;
+    if status == KeyFileStatus::Generated {
+        tracing::warn!(
+            path = %generated.display(),
+            "no master key configured: generated one; back it up, and use a managed key in production"
+        );
+    }
+    Ok(keys)
+}
+
+fn authenticator(config: &Config) -> Result<Authenticator, StartError> {
+    let auth = &config.auth;
+    match auth.mode {
+        AuthMode::Development => Ok(Authenticator::Development(DevelopmentAuth {
+            default_subject: auth.dev_user.clone(),
+            default_organization: auth.dev_org.clone(),
+        })),
+        AuthMode::Jwt => {
+            let read = |path: &Path| {
+                std::fs::read(path).map_err(|e| StartError::Auth(format!("cannot read {}: {e}", path.display())))
+            };
+            let mut keys = Vec::new();
+            if let Some(file) = &auth.jwt.hmac_secret_file {
+                let secret = read(file)?;
+                let secret = secret.trim_ascii().to_vec();
+                if secret.len() < 32 {
+                    return Err(StartError::Auth(format!(
+                        "{}: an HMAC secret must be at least 32 bytes",
+                        file.display()
+                    )));
+                }
+                keys.push(JwtKey::Hmac(secret));
+            }
+            for file in &auth.jwt.public_key_files {
+                let pem = String::from_utf8(read(file)?)
+                    .map_err(|_| StartError::Auth(format!("{} is not a PEM file", file.display())))?;
+                keys.push(JwtKey::PublicPem(pem));
+            }
+            let jwt = JwtAuth::new(JwtSettings {
+                keys,
+                issuer: auth.jwt.issuer.clone(),
+                audience: auth.jwt.audience.clone(),
+                organization_claim: auth.jwt.organization_claim.clone(),
+                roles_claim: auth.jwt.roles_claim.clone(),
+            })
+            .map_err(|e| StartError::Auth(e.to_string()))?;
+            Ok(Authenticator::Jwt(jwt))
+        }
+    }
+}
+
+/// A separate single connection for the health probe, so a saturated pool
+/// does not read as an outage.
+async fn store_probe(config: &Config, url: String) -> Option<SeaStore> {
+    let _ = config;
+    SeaStore::connect(&url).await.ok()
+}
+
+/// Keeps the health status in step with the store's reachability.
+async fn watch_store(store: Option<SeaStore>, reporter: HealthReporter) {
+    let Some(store) = store else { return };
+    let mut serving = true;
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let reachable = store.connection().execute_unprepared("SELECT 1").await.is_ok();
+        if reachable != serving {
+            serving = reachable;
+            let status = if reachable {
+                tracing::info!("store reachable again");
+                ServingStatus::Serving
+            } else {
+                tracing::error!("store unreachable: reporting NOT_SERVING");
+                ServingStatus::NotServing
+            };
+            reporter.set_service_status("", status).await;
+            reporter.set_service_status(REGISTRY_SERVICE, status).await;
+        }
+    }
+}
