@@ -3,11 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
+use registry_proto::v1 as pb;
 use registry_proto::v1::registry_service_client::RegistryServiceClient;
 use registry_server::config::Config;
 use registry_server::{RunningServer, StartError};
 use tonic::transport::Channel;
-use tonic::{IntoRequest, Request};
+use tonic::{IntoRequest, Request, Status};
 
 /// A registry-server started for one test, with its data directory.
 #[derive(Debug)]
@@ -66,6 +67,16 @@ impl TestServer {
         RegistryServiceClient::new(self.channel().await)
     }
 
+    /// A client speaking as `user` of `org` (development auth mode).
+    pub async fn caller(&self, user: &str, org: &str) -> Caller {
+        Caller {
+            client: self.client().await,
+            user: user.to_owned(),
+            org: org.to_owned(),
+            roles: None,
+        }
+    }
+
     /// Stops the server, keeping its data directory (when owned) alive.
     pub async fn stop(self) -> Option<tempfile::TempDir> {
         self.server.shutdown().await.expect("clean shutdown");
@@ -89,4 +100,170 @@ pub fn with_roles<T>(message: T, user: &str, org: &str, roles: &str) -> Request<
         .metadata_mut()
         .insert("x-roles", roles.parse().expect("ascii roles"));
     request
+}
+
+/// A RegistryService client bound to one principal, with one method per
+/// call the tests make.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    client: RegistryServiceClient<Channel>,
+    user: String,
+    org: String,
+    roles: Option<String>,
+}
+
+/// A `Registry` message carrying just a name and/or credentials.
+pub fn draft(name: &str, kind: pb::RegistryType, credentials: Option<pb::Credentials>) -> pb::Registry {
+    pb::Registry {
+        name: name.to_owned(),
+        r#type: kind.into(),
+        credentials,
+        ..Default::default()
+    }
+}
+
+impl Caller {
+    /// The same principal with `x-roles` set.
+    pub fn with_roles(mut self, roles: &str) -> Self {
+        self.roles = Some(roles.to_owned());
+        self
+    }
+
+    fn request<T>(&self, message: T) -> Request<T> {
+        match &self.roles {
+            Some(roles) => with_roles(message, &self.user, &self.org, roles),
+            None => as_user(message, &self.user, &self.org),
+        }
+    }
+
+    pub async fn create_with(&mut self, request: pb::CreateRegistryRequest) -> Result<pb::Registry, Status> {
+        let request = self.request(request);
+        let response = self.client.create_registry(request).await?.into_inner();
+        Ok(response.registry.expect("a created registry"))
+    }
+
+    pub async fn create(
+        &mut self,
+        name: &str,
+        kind: pb::RegistryType,
+        credentials: Option<pb::Credentials>,
+    ) -> Result<pb::Registry, Status> {
+        self.create_with(pb::CreateRegistryRequest {
+            registry: Some(draft(name, kind, credentials)),
+            request_id: String::new(),
+        })
+        .await
+    }
+
+    pub async fn get(&mut self, registry_id: &str) -> Result<pb::Registry, Status> {
+        let request = self.request(pb::GetRegistryRequest {
+            registry_id: registry_id.to_owned(),
+        });
+        Ok(self
+            .client
+            .get_registry(request)
+            .await?
+            .into_inner()
+            .registry
+            .expect("a registry"))
+    }
+
+    pub async fn list_page(
+        &mut self,
+        request: pb::ListRegistriesRequest,
+    ) -> Result<pb::ListRegistriesResponse, Status> {
+        let request = self.request(request);
+        Ok(self.client.list_registries(request).await?.into_inner())
+    }
+
+    /// The first page (up to 50) of the organization's registries.
+    pub async fn list(&mut self) -> Result<Vec<pb::Registry>, Status> {
+        Ok(self.list_page(pb::ListRegistriesRequest::default()).await?.registries)
+    }
+
+    /// UpdateRegistry with the mask `paths` (empty: every field set).
+    pub async fn update(
+        &mut self,
+        registry_id: &str,
+        registry: pb::Registry,
+        paths: &[&str],
+        etag: &str,
+    ) -> Result<pb::Registry, Status> {
+        let request = self.request(pb::UpdateRegistryRequest {
+            registry_id: registry_id.to_owned(),
+            registry: Some(registry),
+            update_mask: (!paths.is_empty()).then(|| prost_types::FieldMask {
+                paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+            }),
+            etag: etag.to_owned(),
+        });
+        Ok(self
+            .client
+            .update_registry(request)
+            .await?
+            .into_inner()
+            .registry
+            .expect("a registry"))
+    }
+
+    pub async fn rename(&mut self, registry_id: &str, name: &str, etag: &str) -> Result<pb::Registry, Status> {
+        self.update(
+            registry_id,
+            draft(name, pb::RegistryType::Unspecified, None),
+            &["name"],
+            etag,
+        )
+        .await
+    }
+
+    pub async fn rotate(
+        &mut self,
+        registry_id: &str,
+        credentials: pb::Credentials,
+        etag: &str,
+    ) -> Result<pb::Registry, Status> {
+        let registry = draft("", pb::RegistryType::Unspecified, Some(credentials));
+        self.update(registry_id, registry, &["credentials"], etag).await
+    }
+
+    pub async fn delete(&mut self, registry_id: &str, etag: &str) -> Result<(), Status> {
+        let request = self.request(pb::DeleteRegistryRequest {
+            registry_id: registry_id.to_owned(),
+            etag: etag.to_owned(),
+            force: false,
+        });
+        self.client.delete_registry(request).await?;
+        Ok(())
+    }
+
+    pub async fn test(
+        &mut self,
+        request: pb::TestRegistryConnectionRequest,
+    ) -> Result<pb::TestRegistryConnectionResponse, Status> {
+        let request = self.request(request);
+        Ok(self.client.test_registry_connection(request).await?.into_inner())
+    }
+
+    /// Test Connection of a saved registry.
+    pub async fn test_saved(&mut self, registry_id: &str) -> Result<pb::TestRegistryConnectionResponse, Status> {
+        self.test(pb::TestRegistryConnectionRequest {
+            registry_id: registry_id.to_owned(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Test Connection of unsaved credentials (the form's button).
+    pub async fn test_inline(
+        &mut self,
+        kind: pb::RegistryType,
+        credentials: Option<pb::Credentials>,
+    ) -> Result<pb::TestRegistryConnectionResponse, Status> {
+        self.test(pb::TestRegistryConnectionRequest {
+            r#type: kind.into(),
+            credentials,
+            ..Default::default()
+        })
+        .await
+    }
 }

@@ -4,8 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use prost_types::FieldMask;
-use registry_e2e::{TestServer, as_user, with_roles};
+use registry_e2e::{TestServer, draft};
 use registry_proto::v1 as pb;
 use registry_proto::v1::credentials::Kind;
 use tonic::Code;
@@ -33,22 +32,6 @@ fn ecr() -> pb::Credentials {
     }
 }
 
-fn create_request(
-    name: &str,
-    kind: pb::RegistryType,
-    credentials: Option<pb::Credentials>,
-) -> pb::CreateRegistryRequest {
-    pb::CreateRegistryRequest {
-        registry: Some(pb::Registry {
-            name: name.into(),
-            r#type: kind.into(),
-            credentials,
-            ..Default::default()
-        }),
-        request_id: String::new(),
-    }
-}
-
 fn field_violations(status: &tonic::Status) -> Vec<String> {
     status
         .get_error_details()
@@ -60,36 +43,21 @@ fn field_violations(status: &tonic::Status) -> Vec<String> {
 #[tokio::test]
 async fn add_test_list_rotate_delete() {
     let server = TestServer::start().await;
-    let mut client = server.client().await;
+    let mut alice = server.caller("alice", "acme").await;
+    let mut bob = server.caller("bob", "acme").await;
 
     // Test Connection before saving.
-    let tested = client
-        .test_registry_connection(as_user(
-            pb::TestRegistryConnectionRequest {
-                r#type: pb::RegistryType::Ghcr.into(),
-                credentials: Some(ghcr(TOKEN)),
-                ..Default::default()
-            },
-            "alice",
-            "acme",
-        ))
+    let tested = alice
+        .test_inline(pb::RegistryType::Ghcr, Some(ghcr(TOKEN)))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert!(tested.ok, "{tested:?}");
     assert_eq!(tested.server, "ghcr.io");
 
     // Save.
-    let created = client
-        .create_registry(as_user(
-            create_request("My GHCR", pb::RegistryType::Ghcr, Some(ghcr(TOKEN))),
-            "alice",
-            "acme",
-        ))
+    let created = alice
+        .create("My GHCR", pb::RegistryType::Ghcr, Some(ghcr(TOKEN)))
         .await
-        .unwrap()
-        .into_inner()
-        .registry
         .unwrap();
     assert!(
         created.id.starts_with("reg-") && created.id.len() == 20,
@@ -111,48 +79,12 @@ async fn add_test_list_rotate_delete() {
     assert!(token_hint.secret);
 
     // It shows up in the list, and tests fine as saved.
-    let listed = client
-        .list_registries(as_user(pb::ListRegistriesRequest::default(), "bob", "acme"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(listed.registries, vec![created.clone()]);
-    let saved_test = client
-        .test_registry_connection(as_user(
-            pb::TestRegistryConnectionRequest {
-                registry_id: created.id.clone(),
-                ..Default::default()
-            },
-            "bob",
-            "acme",
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    assert_eq!(bob.list().await.unwrap(), vec![created.clone()]);
+    let saved_test = bob.test_saved(&created.id).await.unwrap();
     assert!(saved_test.ok && saved_test.violations.is_empty());
 
     // Rotate: new credentials, new revision, new etag; nothing else changes.
-    let rotated = client
-        .update_registry(as_user(
-            pb::UpdateRegistryRequest {
-                registry_id: created.id.clone(),
-                registry: Some(pb::Registry {
-                    credentials: Some(ghcr(NEW_TOKEN)),
-                    ..Default::default()
-                }),
-                update_mask: Some(FieldMask {
-                    paths: vec!["credentials".into()],
-                }),
-                etag: created.etag.clone(),
-            },
-            "bob",
-            "acme",
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .registry
-        .unwrap();
+    let rotated = bob.rotate(&created.id, ghcr(NEW_TOKEN), &created.etag).await.unwrap();
     assert_eq!(rotated.credential_revision, 2);
     assert_ne!(rotated.etag, created.etag);
     assert_eq!(rotated.name, "My GHCR");
@@ -160,66 +92,17 @@ async fn add_test_list_rotate_delete() {
     assert!(rotated.credential_hints.iter().any(|h| h.value == "ghp_…DcBa"));
 
     // Rename without resending secrets keeps the credentials.
-    let renamed = client
-        .update_registry(as_user(
-            pb::UpdateRegistryRequest {
-                registry_id: created.id.clone(),
-                registry: Some(pb::Registry {
-                    name: "GHCR (prod)".into(),
-                    ..Default::default()
-                }),
-                update_mask: Some(FieldMask {
-                    paths: vec!["name".into()],
-                }),
-                etag: String::new(),
-            },
-            "alice",
-            "acme",
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .registry
-        .unwrap();
+    let renamed = alice.rename(&created.id, "GHCR (prod)", "").await.unwrap();
     assert_eq!(renamed.name, "GHCR (prod)");
     assert_eq!(renamed.credential_revision, 2);
     assert_eq!(renamed.credential_hints, rotated.credential_hints);
 
     // Only the creator deletes.
-    let denied = client
-        .delete_registry(as_user(
-            pb::DeleteRegistryRequest {
-                registry_id: created.id.clone(),
-                ..Default::default()
-            },
-            "bob",
-            "acme",
-        ))
-        .await
-        .unwrap_err();
+    let denied = bob.delete(&created.id, "").await.unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
     assert!(denied.message().contains("only the creator"), "{}", denied.message());
-    client
-        .delete_registry(as_user(
-            pb::DeleteRegistryRequest {
-                registry_id: created.id.clone(),
-                ..Default::default()
-            },
-            "alice",
-            "acme",
-        ))
-        .await
-        .unwrap();
-    let gone = client
-        .get_registry(as_user(
-            pb::GetRegistryRequest {
-                registry_id: created.id.clone(),
-            },
-            "alice",
-            "acme",
-        ))
-        .await
-        .unwrap_err();
+    alice.delete(&created.id, "").await.unwrap();
+    let gone = alice.get(&created.id).await.unwrap_err();
     assert_eq!(gone.code(), Code::NotFound);
     assert!(gone.message().contains(&created.id));
 }
@@ -227,258 +110,98 @@ async fn add_test_list_rotate_delete() {
 #[tokio::test]
 async fn organizations_never_see_each_other() {
     let server = TestServer::start().await;
-    let mut client = server.client().await;
-    let created = client
-        .create_registry(as_user(
-            create_request("Production ECR", pb::RegistryType::Ecr, Some(ecr())),
-            "alice",
-            "acme",
-        ))
+    let mut alice = server.caller("alice", "acme").await;
+    let mut outsider = server.caller("alice", "globex").await;
+    let created = alice
+        .create("Production ECR", pb::RegistryType::Ecr, Some(ecr()))
         .await
-        .unwrap()
-        .into_inner()
-        .registry
         .unwrap();
     assert_eq!(created.server, "*.dkr.ecr.us-east-1.amazonaws.com");
-    let id = created.id.clone();
+    let id = &created.id;
 
-    let get = client
-        .get_registry(as_user(
-            pb::GetRegistryRequest {
-                registry_id: id.clone(),
-            },
-            "alice",
-            "globex",
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(get.code(), Code::NotFound);
-    let delete = client
-        .delete_registry(as_user(
-            pb::DeleteRegistryRequest {
-                registry_id: id.clone(),
-                ..Default::default()
-            },
-            "alice",
-            "globex",
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(delete.code(), Code::NotFound);
-    let test = client
-        .test_registry_connection(as_user(
-            pb::TestRegistryConnectionRequest {
-                registry_id: id.clone(),
-                ..Default::default()
-            },
-            "alice",
-            "globex",
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(test.code(), Code::NotFound);
-    let listed = client
-        .list_registries(as_user(pb::ListRegistriesRequest::default(), "alice", "globex"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(listed.registries.is_empty());
+    assert_eq!(outsider.get(id).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(outsider.delete(id, "").await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        outsider.rename(id, "mine", "").await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert_eq!(outsider.test_saved(id).await.unwrap_err().code(), Code::NotFound);
+    assert!(outsider.list().await.unwrap().is_empty());
     // The same name is free in another organization.
-    client
-        .create_registry(as_user(
-            create_request("Production ECR", pb::RegistryType::Ecr, Some(ecr())),
-            "carol",
-            "globex",
-        ))
+    outsider
+        .create("Production ECR", pb::RegistryType::Ecr, Some(ecr()))
         .await
         .unwrap();
+    assert_eq!(alice.get(id).await.unwrap(), created);
 }
 
 #[tokio::test]
 async fn readers_read_but_never_write() {
     let server = TestServer::start().await;
-    let mut client = server.client().await;
-    let created = client
-        .create_registry(as_user(
-            create_request("My GHCR", pb::RegistryType::Ghcr, Some(ghcr(TOKEN))),
-            "alice",
-            "acme",
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .registry
-        .unwrap();
-    let reader = |m| with_roles(m, "rita", "acme", "reader");
-    client
-        .get_registry(reader(pb::GetRegistryRequest {
-            registry_id: created.id.clone(),
-        }))
+    let mut alice = server.caller("alice", "acme").await;
+    let created = alice
+        .create("My GHCR", pb::RegistryType::Ghcr, Some(ghcr(TOKEN)))
         .await
         .unwrap();
-    let create = client
-        .create_registry(with_roles(
-            create_request("Other", pb::RegistryType::Ecr, Some(ecr())),
-            "rita",
-            "acme",
-            "reader",
-        ))
+    let mut rita = server.caller("rita", "acme").await.with_roles("reader");
+
+    rita.get(&created.id).await.unwrap();
+    rita.test_saved(&created.id).await.unwrap();
+    let create = rita
+        .create("Other", pb::RegistryType::Ecr, Some(ecr()))
         .await
         .unwrap_err();
     assert_eq!(create.code(), Code::PermissionDenied);
-    let update = client
-        .update_registry(with_roles(
-            pb::UpdateRegistryRequest {
-                registry_id: created.id.clone(),
-                registry: Some(pb::Registry {
-                    name: "renamed".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            "rita",
-            "acme",
-            "reader",
-        ))
-        .await
-        .unwrap_err();
+    let update = rita.rename(&created.id, "renamed", "").await.unwrap_err();
     assert_eq!(update.code(), Code::PermissionDenied);
     // Even its creator cannot delete with a reader-only role.
-    let delete = client
-        .delete_registry(with_roles(
-            pb::DeleteRegistryRequest {
-                registry_id: created.id.clone(),
-                ..Default::default()
-            },
-            "alice",
-            "acme",
-            "reader",
-        ))
-        .await
-        .unwrap_err();
+    let mut alice_reading = server.caller("alice", "acme").await.with_roles("reader");
+    let delete = alice_reading.delete(&created.id, "").await.unwrap_err();
     assert_eq!(delete.code(), Code::PermissionDenied);
-    let unknown_role = client
-        .list_registries(with_roles(pb::ListRegistriesRequest::default(), "rita", "acme", "root"))
-        .await
-        .unwrap_err();
-    assert_eq!(unknown_role.code(), Code::Unauthenticated);
+
+    let mut unknown_role = server.caller("rita", "acme").await.with_roles("root");
+    assert_eq!(unknown_role.list().await.unwrap_err().code(), Code::Unauthenticated);
+    assert_eq!(alice.get(&created.id).await.unwrap(), created);
 }
 
 #[tokio::test]
 async fn etags_guard_concurrent_writes() {
     let server = TestServer::start().await;
-    let mut client = server.client().await;
-    let created = client
-        .create_registry(as_user(
-            create_request("My GHCR", pb::RegistryType::Ghcr, Some(ghcr(TOKEN))),
-            "alice",
-            "acme",
-        ))
+    let mut alice = server.caller("alice", "acme").await;
+    let created = alice
+        .create("My GHCR", pb::RegistryType::Ghcr, Some(ghcr(TOKEN)))
         .await
-        .unwrap()
-        .into_inner()
-        .registry
         .unwrap();
-    let rename = |name: &str, etag: &str| {
-        as_user(
-            pb::UpdateRegistryRequest {
-                registry_id: created.id.clone(),
-                registry: Some(pb::Registry {
-                    name: name.into(),
-                    ..Default::default()
-                }),
-                update_mask: Some(FieldMask {
-                    paths: vec!["name".into()],
-                }),
-                etag: etag.into(),
-            },
-            "alice",
-            "acme",
-        )
-    };
-    let first = client
-        .update_registry(rename("first", &created.etag))
-        .await
-        .unwrap()
-        .into_inner()
-        .registry
-        .unwrap();
-    let stale = client
-        .update_registry(rename("second", &created.etag))
+
+    let first = alice.rename(&created.id, "first", &created.etag).await.unwrap();
+    let stale = alice.rename(&created.id, "second", &created.etag).await.unwrap_err();
+    assert_eq!(stale.code(), Code::Aborted);
+    let stale = alice
+        .rotate(&created.id, ghcr(NEW_TOKEN), &created.etag)
         .await
         .unwrap_err();
     assert_eq!(stale.code(), Code::Aborted);
-    let stale_delete = client
-        .delete_registry(as_user(
-            pb::DeleteRegistryRequest {
-                registry_id: created.id.clone(),
-                etag: created.etag.clone(),
-                force: false,
-            },
-            "alice",
-            "acme",
-        ))
-        .await
-        .unwrap_err();
+    let stale_delete = alice.delete(&created.id, &created.etag).await.unwrap_err();
     assert_eq!(stale_delete.code(), Code::Aborted);
-    let current = client
-        .get_registry(as_user(
-            pb::GetRegistryRequest {
-                registry_id: created.id.clone(),
-            },
-            "alice",
-            "acme",
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .registry
-        .unwrap();
-    assert_eq!(current, first);
-    client
-        .delete_registry(as_user(
-            pb::DeleteRegistryRequest {
-                registry_id: created.id.clone(),
-                etag: first.etag.clone(),
-                force: false,
-            },
-            "alice",
-            "acme",
-        ))
-        .await
-        .unwrap();
+    assert_eq!(alice.get(&created.id).await.unwrap(), first);
+    alice.delete(&created.id, &first.etag).await.unwrap();
 }
 
 #[tokio::test]
 async fn retried_creates_and_duplicate_names() {
     let server = TestServer::start().await;
-    let mut client = server.client().await;
-    let mut request = create_request("Production ECR", pb::RegistryType::Ecr, Some(ecr()));
-    request.request_id = "5f0c6a7e-2b8e-4c1d-9a53-0d3b7e1f4a22".into();
-    let first = client
-        .create_registry(as_user(request.clone(), "alice", "acme"))
-        .await
-        .unwrap()
-        .into_inner();
-    let retry = client
-        .create_registry(as_user(request.clone(), "alice", "acme"))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut alice = server.caller("alice", "acme").await;
+    let request = pb::CreateRegistryRequest {
+        registry: Some(draft("Production ECR", pb::RegistryType::Ecr, Some(ecr()))),
+        request_id: "5f0c6a7e-2b8e-4c1d-9a53-0d3b7e1f4a22".into(),
+    };
+    let first = alice.create_with(request.clone()).await.unwrap();
+    let retry = alice.create_with(request).await.unwrap();
     assert_eq!(first, retry);
-    let listed = client
-        .list_registries(as_user(pb::ListRegistriesRequest::default(), "alice", "acme"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(listed.registries.len(), 1);
+    assert_eq!(alice.list().await.unwrap().len(), 1);
 
-    let duplicate = client
-        .create_registry(as_user(
-            create_request("Production ECR", pb::RegistryType::Ecr, Some(ecr())),
-            "alice",
-            "acme",
-        ))
+    let duplicate = alice
+        .create("Production ECR", pb::RegistryType::Ecr, Some(ecr()))
         .await
         .unwrap_err();
     assert_eq!(duplicate.code(), Code::AlreadyExists);
@@ -488,50 +211,46 @@ async fn retried_creates_and_duplicate_names() {
 #[tokio::test]
 async fn bad_input_is_invalid_argument_naming_the_field() {
     let server = TestServer::start().await;
-    let mut client = server.client().await;
+    let mut alice = server.caller("alice", "acme").await;
 
-    let placeholder = client
-        .create_registry(as_user(
-            create_request("My GHCR", pb::RegistryType::Ghcr, Some(ghcr("ghp_xxxxxxxxxxxx"))),
-            "alice",
-            "acme",
-        ))
+    let placeholder = alice
+        .create("My GHCR", pb::RegistryType::Ghcr, Some(ghcr("ghp_xxxxxxxxxxxx")))
         .await
         .unwrap_err();
     assert_eq!(placeholder.code(), Code::InvalidArgument);
     assert_eq!(field_violations(&placeholder), ["registry.credentials.ghcr.token"]);
     assert!(!placeholder.message().contains("ghp_xxxxxxxxxxxx"));
 
-    let cases: Vec<(pb::CreateRegistryRequest, &[&str])> = vec![
-        (pb::CreateRegistryRequest::default(), &["registry"]),
+    let bad_ecr = pb::Credentials {
+        kind: Some(Kind::Ecr(pb::EcrCredentials {
+            access_key_id: "AKIA123".into(),
+            secret_access_key: "short".into(),
+            region: "moon-1".into(),
+        })),
+    };
+    let mut unknown_type = draft("x", pb::RegistryType::Ghcr, Some(ghcr(TOKEN)));
+    unknown_type.r#type = 42;
+    let cases: Vec<(Option<pb::Registry>, &[&str])> = vec![
+        (None, &["registry"]),
         (
-            create_request("", pb::RegistryType::Ghcr, Some(ghcr(TOKEN))),
+            Some(draft("", pb::RegistryType::Ghcr, Some(ghcr(TOKEN)))),
             &["registry.name"],
         ),
         (
-            create_request("x", pb::RegistryType::Unspecified, Some(ghcr(TOKEN))),
+            Some(draft("x", pb::RegistryType::Unspecified, Some(ghcr(TOKEN)))),
             &["registry.type"],
         ),
+        (Some(unknown_type), &["registry.type"]),
         (
-            create_request("x", pb::RegistryType::Ecr, Some(ghcr(TOKEN))),
+            Some(draft("x", pb::RegistryType::Ecr, Some(ghcr(TOKEN)))),
             &["registry.credentials"],
         ),
         (
-            create_request("x", pb::RegistryType::Docker, None),
+            Some(draft("x", pb::RegistryType::Docker, None)),
             &["registry.credentials"],
         ),
         (
-            create_request(
-                "x",
-                pb::RegistryType::Ecr,
-                Some(pb::Credentials {
-                    kind: Some(Kind::Ecr(pb::EcrCredentials {
-                        access_key_id: "AKIA123".into(),
-                        secret_access_key: "short".into(),
-                        region: "moon-1".into(),
-                    })),
-                }),
-            ),
+            Some(draft("x", pb::RegistryType::Ecr, Some(bad_ecr))),
             &[
                 "registry.credentials.ecr.access_key_id",
                 "registry.credentials.ecr.secret_access_key",
@@ -539,169 +258,118 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
             ],
         ),
     ];
-    for (request, fields) in cases {
-        let status = client
-            .create_registry(as_user(request, "alice", "acme"))
-            .await
-            .unwrap_err();
+    for (registry, fields) in cases {
+        let request = pb::CreateRegistryRequest {
+            registry,
+            request_id: String::new(),
+        };
+        let status = alice.create_with(request).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
         assert_eq!(field_violations(&status), fields, "{}", status.message());
     }
-    let mut unknown_type = create_request("x", pb::RegistryType::Ghcr, Some(ghcr(TOKEN)));
-    unknown_type.registry.as_mut().unwrap().r#type = 42;
-    let status = client
-        .create_registry(as_user(unknown_type, "alice", "acme"))
-        .await
-        .unwrap_err();
-    assert_eq!(field_violations(&status), ["registry.type"]);
 
-    for (id, field) in [("", "registry_id"), ("REG-1", "registry_id")] {
-        let status = client
-            .get_registry(as_user(
-                pb::GetRegistryRequest { registry_id: id.into() },
-                "alice",
-                "acme",
-            ))
-            .await
-            .unwrap_err();
+    for id in ["", "REG-1"] {
+        let status = alice.get(id).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
-        assert_eq!(field_violations(&status), [field]);
+        assert_eq!(field_violations(&status), ["registry_id"]);
     }
-    let status = client
-        .list_registries(as_user(
-            pb::ListRegistriesRequest {
-                page_token: "garbage".into(),
-                ..Default::default()
-            },
-            "alice",
-            "acme",
-        ))
-        .await
-        .unwrap_err();
+    let garbage_token = pb::ListRegistriesRequest {
+        page_token: "garbage".into(),
+        ..Default::default()
+    };
+    let status = alice.list_page(garbage_token).await.unwrap_err();
     assert_eq!(field_violations(&status), ["page_token"]);
 
     // Nothing was stored by any of it.
-    let listed = client
-        .list_registries(as_user(pb::ListRegistriesRequest::default(), "alice", "acme"))
+    assert!(alice.list().await.unwrap().is_empty());
+
+    // A bad update leaves the stored registry as it was.
+    let created = alice
+        .create("My GHCR", pb::RegistryType::Ghcr, Some(ghcr(TOKEN)))
         .await
-        .unwrap()
-        .into_inner();
-    assert!(listed.registries.is_empty());
+        .unwrap();
+    let bad_rotation = alice.rotate(&created.id, ecr(), "").await.unwrap_err();
+    assert_eq!(field_violations(&bad_rotation), ["registry.credentials"]);
+    let bad_mask = alice
+        .update(
+            &created.id,
+            draft("x", pb::RegistryType::Unspecified, None),
+            &["type"],
+            "",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(field_violations(&bad_mask), ["update_mask"]);
+    assert_eq!(alice.get(&created.id).await.unwrap(), created);
 }
 
 #[tokio::test]
 async fn test_connection_answers_in_the_response() {
     let server = TestServer::start().await;
-    let mut client = server.client().await;
-    let outcome = client
-        .test_registry_connection(as_user(
-            pb::TestRegistryConnectionRequest {
-                r#type: pb::RegistryType::Docker.into(),
-                credentials: Some(pb::Credentials {
-                    kind: Some(Kind::Docker(pb::DockerCredentials {
-                        username: "MyUser".into(),
-                        password: "dckr_pat_xxxxxxxxxxxx".into(),
-                    })),
-                }),
-                ..Default::default()
-            },
-            "alice",
-            "acme",
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut alice = server.caller("alice", "acme").await;
+    let docker = pb::Credentials {
+        kind: Some(Kind::Docker(pb::DockerCredentials {
+            username: "MyUser".into(),
+            password: "dckr_pat_xxxxxxxxxxxx".into(),
+        })),
+    };
+    let outcome = alice.test_inline(pb::RegistryType::Docker, Some(docker)).await.unwrap();
     assert!(!outcome.ok);
     let fields: Vec<_> = outcome.violations.iter().map(|v| v.field.as_str()).collect();
     assert_eq!(fields, ["credentials.docker.username", "credentials.docker.password"]);
     assert!(outcome.violations.iter().all(|v| !v.description.contains("dckr_pat_x")));
 
-    let no_type = client
-        .test_registry_connection(as_user(pb::TestRegistryConnectionRequest::default(), "alice", "acme"))
+    let no_type = alice
+        .test_inline(pb::RegistryType::Unspecified, None)
         .await
         .unwrap_err();
     assert_eq!(no_type.code(), Code::InvalidArgument);
     assert_eq!(field_violations(&no_type), ["type"]);
 
-    let unknown = client
-        .test_registry_connection(as_user(
-            pb::TestRegistryConnectionRequest {
-                registry_id: "reg-doesnotexist".into(),
-                ..Default::default()
-            },
-            "alice",
-            "acme",
-        ))
-        .await
-        .unwrap_err();
+    let unknown = alice.test_saved("reg-doesnotexist").await.unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound);
 
-    let live = client
-        .test_registry_connection(as_user(
-            pb::TestRegistryConnectionRequest {
-                r#type: pb::RegistryType::Ghcr.into(),
-                credentials: Some(ghcr(TOKEN)),
-                mode: pb::TestMode::Live.into(),
-                ..Default::default()
-            },
-            "alice",
-            "acme",
-        ))
+    let live = alice
+        .test(pb::TestRegistryConnectionRequest {
+            r#type: pb::RegistryType::Ghcr.into(),
+            credentials: Some(ghcr(TOKEN)),
+            mode: pb::TestMode::Live.into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(live.code(), Code::Unimplemented);
 
-    let public = client
-        .test_registry_connection(as_user(
-            pb::TestRegistryConnectionRequest {
-                r#type: pb::RegistryType::Public.into(),
-                ..Default::default()
-            },
-            "alice",
-            "acme",
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(public.ok);
+    assert!(alice.test_inline(pb::RegistryType::Public, None).await.unwrap().ok);
 }
 
 #[tokio::test]
 async fn lists_page_through_every_registry() {
     let server = TestServer::start().await;
-    let mut client = server.client().await;
+    let mut alice = server.caller("alice", "acme").await;
     for i in 0..7 {
-        client
-            .create_registry(as_user(
-                create_request(&format!("registry {i}"), pb::RegistryType::Public, None),
-                "alice",
-                "acme",
-            ))
+        alice
+            .create(&format!("registry {i}"), pb::RegistryType::Public, None)
             .await
             .unwrap();
     }
     let mut names = Vec::new();
-    let mut token = String::new();
+    let mut page_token = String::new();
     loop {
-        let page = client
-            .list_registries(as_user(
-                pb::ListRegistriesRequest {
-                    page_size: 3,
-                    page_token: token.clone(),
-                    r#type: pb::RegistryType::Unspecified.into(),
-                },
-                "alice",
-                "acme",
-            ))
+        let page = alice
+            .list_page(pb::ListRegistriesRequest {
+                page_size: 3,
+                page_token,
+                r#type: pb::RegistryType::Public.into(),
+            })
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
         assert!(page.registries.len() <= 3);
         names.extend(page.registries.into_iter().map(|r| r.name));
         if page.next_page_token.is_empty() {
             break;
         }
-        token = page.next_page_token;
+        page_token = page.next_page_token;
     }
     assert_eq!(names, (0..7).map(|i| format!("registry {i}")).collect::<Vec<_>>());
 }

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use registry_e2e::{TestServer, as_user, default_config};
+use registry_e2e::{TestServer, default_config};
 use registry_proto::v1 as pb;
 use registry_proto::v1::credentials::Kind;
 use registry_server::StartError;
@@ -86,47 +86,24 @@ fn secrets() -> Vec<&'static str> {
 }
 
 async fn create_all(server: &TestServer) -> Vec<pb::Registry> {
-    let mut client = server.client().await;
+    let mut alice = server.caller("alice", "acme").await;
     let mut created = Vec::new();
     for request in registries() {
-        let response = client
-            .create_registry(as_user(request, "alice", "acme"))
-            .await
-            .unwrap()
-            .into_inner();
-        created.push(response.registry.unwrap());
+        created.push(alice.create_with(request).await.unwrap());
     }
     created.sort_by(|a, b| a.name.cmp(&b.name));
     created
 }
 
 async fn list_all(server: &TestServer) -> Vec<pb::Registry> {
-    server
-        .client()
-        .await
-        .list_registries(as_user(pb::ListRegistriesRequest::default(), "alice", "acme"))
-        .await
-        .unwrap()
-        .into_inner()
-        .registries
+    server.caller("alice", "acme").await.list().await.unwrap()
 }
 
 /// Every saved registry still passes Test Connection: its credentials open.
 async fn assert_all_open(server: &TestServer, registries: &[pb::Registry]) {
-    let mut client = server.client().await;
+    let mut alice = server.caller("alice", "acme").await;
     for registry in registries {
-        let outcome = client
-            .test_registry_connection(as_user(
-                pb::TestRegistryConnectionRequest {
-                    registry_id: registry.id.clone(),
-                    ..Default::default()
-                },
-                "alice",
-                "acme",
-            ))
-            .await
-            .unwrap()
-            .into_inner();
+        let outcome = alice.test_saved(&registry.id).await.unwrap();
         assert!(outcome.ok, "{}: {:?}", registry.name, outcome.violations);
     }
 }
