@@ -74,6 +74,7 @@ pub struct RunningServer {
     pub local_addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
+    store_watch: JoinHandle<()>,
 }
 
 impl RunningServer {
@@ -82,13 +83,20 @@ impl RunningServer {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        self.store_watch.abort();
         self.task.await.unwrap_or(Ok(()))
     }
 
     /// Waits until the server ends.
     pub async fn wait(self) -> Result<(), tonic::transport::Error> {
-        let Self { shutdown, task, .. } = self;
+        let Self {
+            shutdown,
+            task,
+            store_watch,
+            ..
+        } = self;
         let result = task.await.unwrap_or(Ok(()));
+        store_watch.abort();
         drop(shutdown);
         result
     }
@@ -138,8 +146,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     );
 
     let authenticator = authenticator(&config)?;
-    let store: Arc<dyn RegistryStore> = Arc::new(store.clone());
-    let registries = Registries::new(store, Arc::new(keys));
+    let registries = Registries::new(Arc::new(store.clone()) as Arc<dyn RegistryStore>, Arc::new(keys));
     let api = RegistryServiceServer::new(RegistryApi::new(registries))
         .max_decoding_message_size(config.limits.max_message_bytes);
     let api = InterceptedService::new(api, AuthInterceptor(Arc::new(authenticator)));
@@ -198,7 +205,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     reporter
         .set_service_status(REGISTRY_SERVICE, ServingStatus::Serving)
         .await;
-    tokio::spawn(watch_store(store_probe(&config, database_url.clone()).await, reporter));
+    let store_watch = tokio::spawn(watch_store(store, reporter));
 
     if config.auth.mode == AuthMode::Development {
         tracing::warn!(
@@ -213,6 +220,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         local_addr,
         shutdown: Some(shutdown_tx),
         task,
+        store_watch,
     })
 }
 
@@ -298,16 +306,8 @@ fn authenticator(config: &Config) -> Result<Authenticator, StartError> {
     }
 }
 
-/// A separate single connection for the health probe, so a saturated pool
-/// does not read as an outage.
-async fn store_probe(config: &Config, url: String) -> Option<SeaStore> {
-    let _ = config;
-    SeaStore::connect(&url).await.ok()
-}
-
 /// Keeps the health status in step with the store's reachability.
-async fn watch_store(store: Option<SeaStore>, reporter: HealthReporter) {
-    let Some(store) = store else { return };
+async fn watch_store(store: SeaStore, reporter: HealthReporter) {
     let mut serving = true;
     loop {
         tokio::time::sleep(Duration::from_secs(5)).await;
