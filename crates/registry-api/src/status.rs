@@ -3,7 +3,7 @@
 
 use registry_core::Error;
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+use tonic_types::{ErrorDetails, FieldViolation, PreconditionViolation, StatusExt};
 
 /// The status a domain error answers with. Messages name the field or
 /// resource and never contain a secret (domain errors carry none).
@@ -34,6 +34,28 @@ pub fn to_status(error: Error) -> Status {
         Error::PermissionDenied(_) => Status::permission_denied(message),
         Error::Unauthenticated(_) => Status::unauthenticated(message),
         Error::EtagMismatch { .. } => Status::aborted(message),
+        Error::InUse {
+            registry_id,
+            containers,
+        } => {
+            let violations: Vec<PreconditionViolation> = containers
+                .into_iter()
+                .map(|container| {
+                    PreconditionViolation::new(
+                        "IN_USE",
+                        format!("containers/{container}"),
+                        format!("container {container} uses registry {registry_id}"),
+                    )
+                })
+                .collect();
+            Status::with_error_details(
+                Code::FailedPrecondition,
+                message,
+                ErrorDetails::with_precondition_failure(violations),
+            )
+        }
+        Error::FailedPrecondition(_) => Status::failed_precondition(message),
+        Error::Unavailable(_) => Status::unavailable(message),
         Error::Unsupported(_) => Status::new(Code::Unimplemented, message),
         Error::Undecryptable { .. } => Status::data_loss(message),
         Error::Store(_) => Status::unavailable(message),
@@ -56,6 +78,24 @@ mod tests {
         let details = status.get_error_details();
         let bad_request = details.bad_request().unwrap();
         assert_eq!(bad_request.field_violations[0].field, "registry.credentials.ghcr.token");
+    }
+
+    #[test]
+    fn a_registry_in_use_lists_its_containers() {
+        let status = to_status(Error::InUse {
+            registry_id: "reg-abc".into(),
+            containers: vec!["api".into(), "worker".into()],
+        });
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        let details = status.get_error_details();
+        let subjects: Vec<_> = details
+            .precondition_failure()
+            .unwrap()
+            .violations
+            .iter()
+            .map(|v| v.subject.clone())
+            .collect();
+        assert_eq!(subjects, ["containers/api", "containers/worker"]);
     }
 
     #[test]

@@ -37,12 +37,14 @@ impl fmt::Display for FieldViolation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resource {
     Registry,
+    Usage,
 }
 
 impl fmt::Display for Resource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Registry => "registry",
+            Self::Usage => "usage of container",
         })
     }
 }
@@ -66,6 +68,19 @@ pub enum Error {
     /// The etag sent does not match the current one.
     #[error("{resource} {id:?} was changed by someone else (etag mismatch); read it again and retry")]
     EtagMismatch { resource: Resource, id: String },
+    /// Containers still use the registry.
+    #[error("registry {registry_id:?} is used by {} container(s): {}; release them or delete with force", .containers.len(), .containers.join(", "))]
+    InUse {
+        registry_id: String,
+        containers: Vec<String>,
+    },
+    /// The system is not in the state the request needs (a missing namespace,
+    /// a foreign Secret, credentials the registry refused).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// An orchestrator cannot be reached or is throttling; retry later.
+    #[error("{0}")]
+    Unavailable(String),
     /// The request is valid but this server does not offer it.
     #[error("{0}")]
     Unsupported(String),

@@ -8,17 +8,25 @@
 //! - [`registry`] — the stored resource, ids, etags, timestamps;
 //! - [`principal`] — callers and their roles;
 //! - [`ports`] — the storage port;
-//! - [`service`] — the use cases.
+//! - [`service`] — the registry use cases;
+//! - [`login`] — docker logins, `.dockerconfigjson` and `X-Registry-Auth`;
+//! - [`deploy`] — usages, pull Secrets, targets and their ports;
+//! - [`deployments`] — the deploy use cases;
+//! - [`sync`] — the pull Secret sync loop (rotation fan-out, deletion).
 
 pub mod credentials;
+pub mod deploy;
+pub mod deployments;
 pub mod error;
 pub mod kind;
+pub mod login;
 pub mod ports;
 pub mod principal;
 pub mod reference;
 pub mod registry;
 pub mod sealer;
 pub mod service;
+pub mod sync;
 pub mod validate;
 
 pub use credentials::{CredentialHint, Credentials};

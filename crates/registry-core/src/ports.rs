@@ -28,6 +28,8 @@ pub enum WriteOutcome<T> {
     NotFound,
     /// The registry's etag is no longer the expected one.
     EtagMismatch,
+    /// Containers still use the registry (their ids, at most 100).
+    InUse(Vec<String>),
 }
 
 /// The result of an insert that may replay an earlier request (AIP-155).
@@ -106,7 +108,8 @@ pub trait RegistryStore: Send + Sync + fmt::Debug + 'static {
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<StoredRegistry>, StoreError>;
 
-    /// Replaces a registry whose etag is still `expected_etag`.
+    /// Replaces a registry whose etag is still `expected_etag`. A new
+    /// credential revision becomes the desired revision of its pull Secrets.
     async fn update(
         &self,
         registry: &StoredRegistry,
@@ -114,12 +117,15 @@ pub trait RegistryStore: Send + Sync + fmt::Debug + 'static {
         audit: &AuditEvent,
     ) -> Result<WriteOutcome<()>, StoreError>;
 
-    /// Deletes a registry whose etag is still `expected_etag`.
+    /// Deletes a registry whose etag is still `expected_etag`, unless
+    /// containers use it and `force` is false. Its usages end and its pull
+    /// Secrets are marked for deletion in the same transaction.
     async fn delete(
         &self,
         organization: &str,
         id: &RegistryId,
         expected_etag: &str,
+        force: bool,
         audit: &AuditEvent,
     ) -> Result<WriteOutcome<()>, StoreError>;
 

@@ -13,6 +13,7 @@ use crate::ports::{AuditEvent, Inserted, ListQuery, RegistryStore, StoreError, W
 use crate::principal::{Principal, Role};
 use crate::registry::{Registry, RegistryId, StoredRegistry, Timestamp, new_etag};
 use crate::sealer::{SealContext, Sealer};
+use crate::sync::SyncTrigger;
 use crate::validate;
 
 /// Page size when the caller asks for none.
@@ -80,11 +81,26 @@ pub struct TestOutcome {
 pub struct Registries {
     store: Arc<dyn RegistryStore>,
     sealer: Arc<dyn Sealer>,
+    sync: SyncTrigger,
 }
 
 impl Registries {
     pub fn new(store: Arc<dyn RegistryStore>, sealer: Arc<dyn Sealer>) -> Self {
-        Self { store, sealer }
+        Self {
+            store,
+            sealer,
+            sync: SyncTrigger::default(),
+        }
+    }
+
+    /// Wakes `sync` after writes that change pull Secrets' desired state.
+    pub fn with_sync(mut self, sync: SyncTrigger) -> Self {
+        self.sync = sync;
+        self
+    }
+
+    pub fn sealer(&self) -> &Arc<dyn Sealer> {
+        &self.sealer
     }
 
     pub fn store(&self) -> &Arc<dyn RegistryStore> {
@@ -249,9 +265,12 @@ impl Registries {
             match self.store.update(&next, &current.registry.etag, &audit).await {
                 Ok(WriteOutcome::Done(())) => {
                     tracing::info!(registry_id = %next.registry.id, revision = next.registry.credential_revision, "registry updated");
+                    if patch.credentials.is_some() {
+                        self.sync.wake();
+                    }
                     return Ok(next.registry);
                 }
-                Ok(WriteOutcome::NotFound) => return Err(Error::registry_not_found(id)),
+                Ok(WriteOutcome::NotFound | WriteOutcome::InUse(_)) => return Err(Error::registry_not_found(id)),
                 Ok(WriteOutcome::EtagMismatch) if etag.is_empty() => continue,
                 Ok(WriteOutcome::EtagMismatch) => return Err(etag_mismatch(id)),
                 Err(StoreError::NameTaken(name)) => {
@@ -291,21 +310,29 @@ impl Registries {
             if !etag.is_empty() && etag != registry.etag {
                 return Err(etag_mismatch(id));
             }
+            let outcome = if force { "forced" } else { "ok" };
             let audit = audit(
                 principal,
                 "registry.delete",
                 Some(&registry.id),
-                "ok",
+                outcome,
                 format!("force={force}"),
             );
             match self
                 .store
-                .delete(&principal.organization, &registry.id, &registry.etag, &audit)
+                .delete(&principal.organization, &registry.id, &registry.etag, force, &audit)
                 .await?
             {
                 WriteOutcome::Done(()) => {
-                    tracing::info!(registry_id = %registry.id, "registry deleted");
+                    tracing::info!(registry_id = %registry.id, force, "registry deleted");
+                    self.sync.wake();
                     return Ok(());
+                }
+                WriteOutcome::InUse(containers) => {
+                    return Err(Error::InUse {
+                        registry_id: registry.id.to_string(),
+                        containers,
+                    });
                 }
                 WriteOutcome::NotFound => return Err(Error::registry_not_found(id)),
                 WriteOutcome::EtagMismatch if etag.is_empty() => continue,
@@ -354,7 +381,7 @@ impl Registries {
     }
 
     /// A registry of the caller's organization, with its sealed credentials.
-    async fn load(&self, principal: &Principal, id: &str) -> Result<StoredRegistry> {
+    pub(crate) async fn load(&self, principal: &Principal, id: &str) -> Result<StoredRegistry> {
         let registry_id = parse_id(id)?;
         self.store
             .get(&principal.organization, &registry_id)

@@ -55,3 +55,62 @@ pub mod audit_events {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// One row per container using a registry (or a public image).
+pub mod usages {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "usages")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub organization: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub container_id: String,
+        pub registry_id: Option<String>,
+        pub environment: String,
+        pub target: String,
+        pub namespace: Option<String>,
+        pub image: String,
+        pub credential_revision: i64,
+        pub created_at: i64,
+        pub updated_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// The desired and applied state of every Kubernetes pull Secret.
+pub mod pull_secrets {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "pull_secrets")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub registry_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub target: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub namespace: String,
+        pub organization: String,
+        pub secret_name: String,
+        pub server: String,
+        /// 0: the Secret is to be deleted.
+        pub desired_revision: i64,
+        pub applied_revision: i64,
+        pub status: String,
+        pub error: String,
+        pub attempts: i32,
+        pub not_before: i64,
+        pub updated_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

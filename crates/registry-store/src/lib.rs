@@ -19,10 +19,11 @@ use sea_orm::{
 };
 use sea_orm_migration::MigratorTrait;
 
+mod deploy;
 pub mod entity;
 pub mod migration;
 
-use entity::{audit_events, registries};
+use entity::{audit_events, pull_secrets, registries, usages};
 
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -300,6 +301,21 @@ impl RegistryStore for SeaStore {
             .await;
         match updated {
             Ok(result) if result.rows_affected == 1 => {
+                // A rotation: every pull Secret of the registry wants it now.
+                pull_secrets::Entity::update_many()
+                    .col_expr(
+                        pull_secrets::Column::DesiredRevision,
+                        Expr::value(r.credential_revision),
+                    )
+                    .col_expr(pull_secrets::Column::Status, Expr::value("pending"))
+                    .col_expr(pull_secrets::Column::NotBefore, Expr::value(0i64))
+                    .col_expr(pull_secrets::Column::Attempts, Expr::value(0i32))
+                    .filter(pull_secrets::Column::RegistryId.eq(r.id.as_str()))
+                    .filter(pull_secrets::Column::DesiredRevision.ne(0i64))
+                    .filter(pull_secrets::Column::DesiredRevision.lt(r.credential_revision))
+                    .exec(&txn)
+                    .await
+                    .map_err(unavailable)?;
                 audit_events::Entity::insert(audit_row(audit))
                     .exec_without_returning(&txn)
                     .await
@@ -328,10 +344,26 @@ impl RegistryStore for SeaStore {
         organization: &str,
         id: &RegistryId,
         expected_etag: &str,
+        force: bool,
         audit: &AuditEvent,
     ) -> Result<WriteOutcome<()>, StoreError> {
         use registries::Column;
         let txn = self.db.begin().await.map_err(unavailable)?;
+        let users: Vec<String> = usages::Entity::find()
+            .select_only()
+            .column(usages::Column::ContainerId)
+            .filter(usages::Column::Organization.eq(organization))
+            .filter(usages::Column::RegistryId.eq(id.as_str()))
+            .order_by_asc(usages::Column::ContainerId)
+            .limit(100)
+            .into_tuple()
+            .all(&txn)
+            .await
+            .map_err(unavailable)?;
+        if !users.is_empty() && !force {
+            txn.rollback().await.map_err(unavailable)?;
+            return Ok(WriteOutcome::InUse(users));
+        }
         let deleted = registries::Entity::delete_many()
             .filter(Column::Id.eq(id.as_str()))
             .filter(Column::Organization.eq(organization))
@@ -340,6 +372,19 @@ impl RegistryStore for SeaStore {
             .await
             .map_err(unavailable)?;
         if deleted.rows_affected == 1 {
+            usages::Entity::delete_many()
+                .filter(usages::Column::RegistryId.eq(id.as_str()))
+                .exec(&txn)
+                .await
+                .map_err(unavailable)?;
+            pull_secrets::Entity::update_many()
+                .col_expr(pull_secrets::Column::DesiredRevision, Expr::value(0i64))
+                .col_expr(pull_secrets::Column::Status, Expr::value("pending"))
+                .col_expr(pull_secrets::Column::NotBefore, Expr::value(0i64))
+                .filter(pull_secrets::Column::RegistryId.eq(id.as_str()))
+                .exec(&txn)
+                .await
+                .map_err(unavailable)?;
             audit_events::Entity::insert(audit_row(audit))
                 .exec_without_returning(&txn)
                 .await

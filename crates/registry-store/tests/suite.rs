@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+use registry_core::deploy::{DeployStore, PullSecretState, SyncStatus, Usage};
 use registry_core::ports::{AuditEvent, Inserted, ListQuery, RegistryStore, StoreError, WriteOutcome};
 use registry_core::registry::new_etag;
 use registry_core::{CredentialHint, Registry, RegistryId, RegistryKind, StoredRegistry, Timestamp};
@@ -47,6 +48,10 @@ store_suite!(
     key_samples_name_every_key_in_use,
     every_write_is_audited,
     migrations_are_idempotent,
+    usages_are_recorded_replaced_and_released,
+    rotation_marks_every_pull_secret_pending,
+    deleting_a_used_registry_needs_force,
+    sync_outcomes_never_undo_a_newer_rotation,
 );
 
 fn registry(organization: &str, name: &str) -> StoredRegistry {
@@ -123,6 +128,7 @@ async fn organizations_are_isolated(store: SeaStore) {
                 "globex",
                 &r.registry.id,
                 &r.registry.etag,
+                false,
                 &audit("registry.delete", &r)
             )
             .await,
@@ -211,16 +217,18 @@ async fn deletes_are_conditional_on_the_etag(store: SeaStore) {
     let r = registry("acme", "My GHCR");
     insert(&store, &r).await;
     let id = &r.registry.id;
-    let stale = store.delete("acme", id, "old", &audit("registry.delete", &r)).await;
+    let stale = store
+        .delete("acme", id, "old", false, &audit("registry.delete", &r))
+        .await;
     assert_eq!(stale, Ok(WriteOutcome::EtagMismatch));
     assert!(store.get("acme", id).await.unwrap().is_some());
     let done = store
-        .delete("acme", id, &r.registry.etag, &audit("registry.delete", &r))
+        .delete("acme", id, &r.registry.etag, false, &audit("registry.delete", &r))
         .await;
     assert_eq!(done, Ok(WriteOutcome::Done(())));
     assert_eq!(store.get("acme", id).await.unwrap(), None);
     let gone = store
-        .delete("acme", id, &r.registry.etag, &audit("registry.delete", &r))
+        .delete("acme", id, &r.registry.etag, false, &audit("registry.delete", &r))
         .await;
     assert_eq!(gone, Ok(WriteOutcome::NotFound));
 }
@@ -328,4 +336,215 @@ async fn migrations_are_idempotent(store: SeaStore) {
         .await
         .unwrap();
     assert_eq!(store.get("acme", &r.registry.id).await.unwrap(), Some(r));
+}
+
+fn usage(registry: &StoredRegistry, container: &str, namespace: &str) -> Usage {
+    Usage {
+        organization: registry.registry.organization.clone(),
+        container_id: container.into(),
+        registry_id: Some(registry.registry.id.clone()),
+        environment: namespace.trim_start_matches("env-").into(),
+        target: "k8s".into(),
+        namespace: Some(namespace.into()),
+        image: "ghcr.io/myorg/api:v2.1.0".into(),
+        credential_revision: registry.registry.credential_revision,
+        created_at: Timestamp::now(),
+        updated_at: Timestamp::now(),
+    }
+}
+
+fn synced_secret(registry: &StoredRegistry, namespace: &str) -> PullSecretState {
+    let revision = registry.registry.credential_revision;
+    PullSecretState {
+        registry_id: registry.registry.id.clone(),
+        organization: registry.registry.organization.clone(),
+        target: "k8s".into(),
+        namespace: namespace.into(),
+        secret_name: "ghcr-creds-x".into(),
+        server: "ghcr.io".into(),
+        desired_revision: revision,
+        applied_revision: revision,
+        status: SyncStatus::Synced,
+        error: String::new(),
+        attempts: 0,
+        not_before: Timestamp(0),
+        updated_at: Timestamp::now(),
+    }
+}
+
+async fn deploy(store: &SeaStore, registry: &StoredRegistry, container: &str, namespace: &str) {
+    store
+        .record_usage(
+            &usage(registry, container, namespace),
+            Some(&synced_secret(registry, namespace)),
+            &audit("deployment.prepare", registry),
+        )
+        .await
+        .unwrap();
+}
+
+async fn secret_state(store: &SeaStore, registry: &StoredRegistry, namespace: &str) -> Option<(i64, i64, SyncStatus)> {
+    store
+        .pull_secret(&registry.registry.id, "k8s", namespace)
+        .await
+        .unwrap()
+        .map(|s| (s.desired_revision, s.applied_revision, s.status))
+}
+
+async fn usages_are_recorded_replaced_and_released(store: SeaStore) {
+    let r = registry("acme", "My GHCR");
+    insert(&store, &r).await;
+    deploy(&store, &r, "api", "env-production").await;
+    deploy(&store, &r, "worker", "env-production").await;
+    deploy(&store, &r, "web", "env-staging").await;
+    let all = store.usages("acme", Some(&r.registry.id), None, 10).await.unwrap();
+    let containers: Vec<_> = all.iter().map(|u| u.container_id.as_str()).collect();
+    assert_eq!(containers, ["api", "web", "worker"]);
+    assert!(store.usages("globex", None, None, 10).await.unwrap().is_empty());
+    assert_eq!(store.usages("acme", None, Some("web"), 10).await.unwrap().len(), 1);
+
+    // Moving web from staging to production leaves staging's Secret unused.
+    deploy(&store, &r, "web", "env-production").await;
+    assert_eq!(
+        secret_state(&store, &r, "env-staging").await,
+        Some((0, 1, SyncStatus::Pending))
+    );
+    assert_eq!(
+        store.usage("acme", "web").await.unwrap().unwrap().namespace.as_deref(),
+        Some("env-production")
+    );
+
+    // Production's Secret stays while one container still uses it.
+    let released = store
+        .release_usage("acme", "api", &audit("deployment.release", &r))
+        .await
+        .unwrap();
+    assert_eq!(released.unwrap().container_id, "api");
+    assert_eq!(
+        secret_state(&store, &r, "env-production").await,
+        Some((1, 1, SyncStatus::Synced))
+    );
+    store
+        .release_usage("acme", "worker", &audit("deployment.release", &r))
+        .await
+        .unwrap();
+    store
+        .release_usage("acme", "web", &audit("deployment.release", &r))
+        .await
+        .unwrap();
+    assert_eq!(
+        secret_state(&store, &r, "env-production").await,
+        Some((0, 1, SyncStatus::Pending))
+    );
+    assert_eq!(
+        store
+            .release_usage("acme", "web", &audit("deployment.release", &r))
+            .await
+            .unwrap(),
+        None
+    );
+
+    let due = store.due_pull_secrets(Timestamp::now(), 10).await.unwrap();
+    assert_eq!(due.len(), 2);
+    assert!(due.iter().all(|s| s.desired_revision == 0));
+}
+
+async fn rotation_marks_every_pull_secret_pending(store: SeaStore) {
+    let r = registry("acme", "My GHCR");
+    insert(&store, &r).await;
+    for ns in ["env-a", "env-b", "env-c"] {
+        deploy(&store, &r, ns, ns).await;
+    }
+    assert!(store.due_pull_secrets(Timestamp::now(), 10).await.unwrap().is_empty());
+    let mut rotated = r.clone();
+    rotated.registry.credential_revision = 2;
+    rotated.registry.etag = new_etag();
+    let outcome = store
+        .update(&rotated, &r.registry.etag, &audit("registry.update", &rotated))
+        .await
+        .unwrap();
+    assert_eq!(outcome, WriteOutcome::Done(()));
+    let due = store.due_pull_secrets(Timestamp::now(), 10).await.unwrap();
+    assert_eq!(due.len(), 3);
+    assert!(due.iter().all(|s| s.desired_revision == 2 && s.applied_revision == 1));
+    assert!(due.iter().all(|s| s.status == SyncStatus::Pending));
+}
+
+async fn deleting_a_used_registry_needs_force(store: SeaStore) {
+    let r = registry("acme", "My GHCR");
+    insert(&store, &r).await;
+    deploy(&store, &r, "api", "env-production").await;
+    deploy(&store, &r, "worker", "env-staging").await;
+    let id = &r.registry.id;
+    let refused = store
+        .delete("acme", id, &r.registry.etag, false, &audit("registry.delete", &r))
+        .await
+        .unwrap();
+    assert_eq!(refused, WriteOutcome::InUse(vec!["api".into(), "worker".into()]));
+    assert!(store.get("acme", id).await.unwrap().is_some());
+
+    let forced = store
+        .delete("acme", id, &r.registry.etag, true, &audit("registry.delete", &r))
+        .await
+        .unwrap();
+    assert_eq!(forced, WriteOutcome::Done(()));
+    assert!(store.usages("acme", Some(id), None, 10).await.unwrap().is_empty());
+    let due = store.due_pull_secrets(Timestamp::now(), 10).await.unwrap();
+    assert_eq!(due.len(), 2);
+    assert!(due.iter().all(|s| s.desired_revision == 0));
+    assert_eq!(store.registry_by_id(id).await.unwrap(), None);
+}
+
+async fn sync_outcomes_never_undo_a_newer_rotation(store: SeaStore) {
+    let r = registry("acme", "My GHCR");
+    insert(&store, &r).await;
+    deploy(&store, &r, "api", "env-a").await;
+    deploy(&store, &r, "web", "env-b").await;
+    let mut rev2 = r.clone();
+    rev2.registry.credential_revision = 2;
+    rev2.registry.etag = new_etag();
+    store
+        .update(&rev2, &r.registry.etag, &audit("registry.update", &rev2))
+        .await
+        .unwrap();
+    let due = store.due_pull_secrets(Timestamp::now(), 10).await.unwrap();
+    let synced: Vec<_> = due
+        .into_iter()
+        .map(|mut s| {
+            s.applied_revision = s.desired_revision;
+            s.status = SyncStatus::Synced;
+            s
+        })
+        .collect();
+
+    // Revision 3 lands while revision 2 is being written.
+    let mut rev3 = rev2.clone();
+    rev3.registry.credential_revision = 3;
+    rev3.registry.etag = new_etag();
+    store
+        .update(&rev3, &rev2.registry.etag, &audit("registry.update", &rev3))
+        .await
+        .unwrap();
+    store.record_sync(&synced).await.unwrap();
+    for ns in ["env-a", "env-b"] {
+        assert_eq!(
+            secret_state(&store, &r, ns).await,
+            Some((3, 1, SyncStatus::Pending)),
+            "{ns}"
+        );
+    }
+
+    // A deletion outcome removes the row.
+    store
+        .release_usage("acme", "api", &audit("deployment.release", &r))
+        .await
+        .unwrap();
+    let mut deleted = store
+        .pull_secret(&r.registry.id, "k8s", "env-a")
+        .await
+        .unwrap()
+        .unwrap();
+    deleted.status = SyncStatus::Synced;
+    store.record_sync(&[deleted]).await.unwrap();
+    assert_eq!(secret_state(&store, &r, "env-a").await, None);
 }

@@ -3,6 +3,7 @@
 use sea_orm_migration::prelude::*;
 
 mod m20261127_000001_registries;
+mod m20261127_000002_deploy;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -11,6 +12,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261127_000001_registries::Migration)]
+        vec![
+            Box::new(m20261127_000001_registries::Migration),
+            Box::new(m20261127_000002_deploy::Migration),
+        ]
     }
 }
