@@ -7,7 +7,10 @@ use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["platform/registry/v1/registry.proto"];
+    let files = [
+        "platform/registry/v1/registry.proto",
+        "platform/registry/v1/deploy.proto",
+    ];
     let fds = protox::compile(files, [&root])?;
 
     let out = PathBuf::from(std::env::var("OUT_DIR")?);

@@ -83,7 +83,8 @@ pub fn credentials_from_proto(credentials: Option<pb::Credentials>) -> Option<Cr
     })
 }
 
-fn timestamp(t: Timestamp) -> prost_types::Timestamp {
+/// A domain timestamp as a protobuf one.
+pub fn timestamp(t: Timestamp) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: t.seconds(),
         nanos: t.subsec_nanos(),

@@ -2,9 +2,13 @@
 //!
 //! - [`require_service`] — the one rule for tests that need a service the
 //!   machine may lack (skip loudly by hand, fail under `CI=true`);
-//! - [`postgres_database`] — a fresh PostgreSQL database per test.
+//! - [`postgres_database`] — a fresh PostgreSQL database per test;
+//! - [`kube_api`] — a simulated Kubernetes API server ([`kube_api::KubeSim`])
+//!   with real REST semantics, and a kube-rs client pointed at it.
 
 use sea_orm::{ConnectionTrait, Database};
+
+pub mod kube_api;
 
 /// The variable the test script sets to the admin URL of the PostgreSQL it
 /// started (`postgres://postgres@127.0.0.1:PORT/postgres`).

@@ -2,16 +2,18 @@
 //! variables (`__` separates nested keys: `REGISTRY_AUTH__MODE=jwt`), then
 //! command-line flags. Validated before anything starts.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::{Dict, Value};
 use serde::{Deserialize, Serialize};
 
 /// The whole server configuration.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address of the gRPC listener.
@@ -27,6 +29,10 @@ pub struct Config {
     pub auth: AuthConfig,
     pub log: LogConfig,
     pub limits: LimitsConfig,
+    /// The pull Secret sync loop (rotation fan-out, deletion).
+    pub sync: SyncConfig,
+    /// Orchestrator targets by name, as `PrepareDeployment` names them.
+    pub targets: BTreeMap<String, TargetConfig>,
 }
 
 impl fmt::Debug for Config {
@@ -40,6 +46,8 @@ impl fmt::Debug for Config {
             .field("auth", &self.auth)
             .field("log", &self.log)
             .field("limits", &self.limits)
+            .field("sync", &self.sync)
+            .field("targets", &self.targets)
             .finish()
     }
 }
@@ -55,6 +63,8 @@ impl Default for Config {
             auth: AuthConfig::default(),
             log: LogConfig::default(),
             limits: LimitsConfig::default(),
+            sync: SyncConfig::default(),
+            targets: BTreeMap::new(),
         }
     }
 }
@@ -166,6 +176,59 @@ impl Default for LimitsConfig {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Pull Secrets written at once.
+    pub concurrency: usize,
+    /// Writes per second to orchestrators over all targets; 0: no cap.
+    pub qps: f64,
+    /// A pass also runs this often (retries, back-off), in milliseconds.
+    pub interval_ms: u64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            qps: 0.0,
+            interval_ms: 10_000,
+        }
+    }
+}
+
+/// One orchestrator target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum TargetConfig {
+    Kubernetes {
+        /// A kubeconfig file; absent: the in-cluster service account.
+        #[serde(default)]
+        kubeconfig: Option<PathBuf>,
+        /// The kubeconfig context; absent: its current context.
+        #[serde(default)]
+        context: Option<String>,
+        /// The namespace of an environment.
+        #[serde(default = "default_namespace_template")]
+        namespace_template: String,
+        /// Also reference pull Secrets from the namespace's ServiceAccounts.
+        #[serde(default)]
+        patch_service_accounts: bool,
+    },
+    Swarm {
+        /// The Docker endpoint of a swarm manager (`unix:///var/run/docker.sock`).
+        endpoint: String,
+    },
+    Compose {
+        /// The Docker endpoint of the host compose runs on.
+        endpoint: String,
+    },
+}
+
+fn default_namespace_template() -> String {
+    "env-{environment}".to_owned()
+}
+
 /// Command-line overrides, the last layer.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -196,7 +259,7 @@ impl Overrides {
 
 /// Top-level keys the environment may set (`REGISTRY_<KEY>`); other
 /// `REGISTRY_*` variables belong to other tools and are ignored.
-const ENV_KEYS: [&str; 8] = [
+const ENV_KEYS: [&str; 10] = [
     "listen",
     "data_dir",
     "database_url",
@@ -205,7 +268,47 @@ const ENV_KEYS: [&str; 8] = [
     "auth",
     "log",
     "limits",
+    "sync",
+    "targets",
 ];
+
+/// The `REGISTRY_*` variables of `env` as nested keys: `REGISTRY_AUTH__MODE`
+/// becomes `auth.mode`. Values are read as figment reads environment values
+/// (numbers, booleans, arrays `[a, b]`, else strings).
+fn env_dict(env: impl IntoIterator<Item = (String, String)>) -> Dict {
+    let mut root = Dict::new();
+    for (key, value) in env {
+        let Some(rest) = key.strip_prefix("REGISTRY_") else {
+            continue;
+        };
+        let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+        if !ENV_KEYS.contains(&path[0].as_str()) {
+            continue;
+        }
+        let value = value.parse::<Value>().unwrap_or_else(|_| Value::from(value));
+        insert(&mut root, &path, value);
+    }
+    root
+}
+
+/// Puts `value` at `path` in `dict`, creating the dictionaries on the way.
+fn insert(dict: &mut Dict, path: &[String], value: Value) {
+    match path {
+        [] => {}
+        [last] => {
+            dict.insert(last.clone(), value);
+        }
+        [first, rest @ ..] => {
+            let entry = dict.entry(first.clone()).or_insert_with(|| Value::from(Dict::new()));
+            if !matches!(entry, Value::Dict(..)) {
+                *entry = Value::from(Dict::new());
+            }
+            if let Value::Dict(_, child) = entry {
+                insert(child, rest, value);
+            }
+        }
+    }
+}
 
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +322,16 @@ pub enum ConfigError {
 impl Config {
     /// Defaults <- `file` <- `REGISTRY_*` environment <- `overrides`.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        Self::load_from(file, std::env::vars(), overrides)
+    }
+
+    /// [`Config::load`] with the environment given as variables, so tests
+    /// need not touch the process environment.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(file) = file {
             if !file.exists() {
@@ -229,10 +342,10 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        let env = Env::prefixed("REGISTRY_")
-            .split("__")
-            .filter(|key| ENV_KEYS.iter().any(|k| key.as_str().split('.').next() == Some(*k)));
-        let config: Config = overrides.apply(figment.merge(env)).extract().map_err(Box::new)?;
+        let config: Config = overrides
+            .apply(figment.merge(Serialized::defaults(env_dict(env))))
+            .extract()
+            .map_err(Box::new)?;
         config.validate()?;
         Ok(config)
     }
@@ -265,6 +378,30 @@ impl Config {
         }
         if self.master_keys.is_some() && self.master_key_file.is_some() {
             return invalid("set master_keys (REGISTRY_MASTER_KEYS) or master_key_file, not both".into());
+        }
+        for (name, target) in &self.targets {
+            match target {
+                TargetConfig::Kubernetes { namespace_template, .. }
+                    if !namespace_template.contains("{environment}") =>
+                {
+                    return invalid(format!(
+                        "targets.{name}.namespace_template must contain {{environment}}, not {namespace_template:?}"
+                    ));
+                }
+                TargetConfig::Swarm { endpoint } | TargetConfig::Compose { endpoint }
+                    if !["unix://", "tcp://", "http://", "https://"]
+                        .iter()
+                        .any(|s| endpoint.starts_with(s)) =>
+                {
+                    return invalid(format!(
+                        "targets.{name}.endpoint must be unix://, tcp://, http:// or https://, not {endpoint:?}"
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if self.sync.concurrency == 0 || self.sync.qps < 0.0 || self.sync.interval_ms == 0 {
+            return invalid("sync: concurrency and interval_ms must be positive, qps 0 (no cap) or positive".into());
         }
         let limits = &self.limits;
         if limits.request_timeout_ms == 0 || limits.max_message_bytes < 1024 || limits.concurrency_per_connection == 0 {
@@ -322,6 +459,38 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("/var/lib/registry"));
         assert_eq!(config.limits.request_timeout_ms, 5000);
         assert_eq!(config.limits.max_message_bytes, 256 * 1024);
+    }
+
+    #[test]
+    fn environment_variables_are_a_layer() {
+        let env = [
+            ("REGISTRY_LISTEN", "127.0.0.1:6100"),
+            ("REGISTRY_AUTH__MODE", "jwt"),
+            ("REGISTRY_AUTH__JWT__HMAC_SECRET_FILE", "/etc/registry/jwt.secret"),
+            ("REGISTRY_LIMITS__REQUEST_TIMEOUT_MS", "1500"),
+            ("REGISTRY_MASTER_KEYS", "a2V5,b2xk"),
+            ("REGISTRY_TEST_POSTGRES_URL", "ignored: not a config key"),
+            ("HOME", "/root"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let config = Config::load_from(None, env, &Overrides::default()).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:6100");
+        assert_eq!(config.auth.mode, AuthMode::Jwt);
+        assert_eq!(
+            config.auth.jwt.hmac_secret_file.as_deref(),
+            Some(Path::new("/etc/registry/jwt.secret"))
+        );
+        assert_eq!(config.limits.request_timeout_ms, 1500);
+        assert_eq!(config.master_keys.as_deref(), Some("a2V5,b2xk"));
+
+        // Flags win over the environment.
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:6200".parse().unwrap()),
+            ..Default::default()
+        };
+        let env = [("REGISTRY_LISTEN".to_owned(), "127.0.0.1:6100".to_owned())];
+        let config = Config::load_from(None, env, &overrides).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:6200");
     }
 
     #[test]

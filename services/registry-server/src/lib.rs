@@ -12,11 +12,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use registry_api::auth::{DevelopmentAuth, JwtAuth, JwtKey, JwtSettings};
-use registry_api::{AuthInterceptor, Authenticator, RegistryApi};
+use registry_api::{AuthInterceptor, Authenticator, DeployApi, RegistryApi};
+use registry_core::deploy::{DeployStore, Target, Targets};
+use registry_core::deployments::Deployments;
 use registry_core::ports::RegistryStore;
 use registry_core::sealer::{SealContext, Sealer};
 use registry_core::service::Registries;
-use registry_crypto::{KeyFileStatus, KeyRing};
+use registry_core::sync::{SecretSync, SyncSettings, SyncTrigger};
+use registry_crypto::KeyRing;
+use registry_proto::v1::deploy_credential_service_server::DeployCredentialServiceServer;
 use registry_proto::v1::registry_service_server::RegistryServiceServer;
 use registry_store::SeaStore;
 use sea_orm::ConnectionTrait;
@@ -31,10 +35,14 @@ use tonic_health::server::HealthReporter;
 pub mod config;
 pub mod telemetry;
 
-use config::{AuthMode, Config, redact_url};
+use config::{AuthMode, Config, TargetConfig, redact_url};
 
 /// The fully-qualified name of the registry service, as health checks know it.
 pub const REGISTRY_SERVICE: &str = "platform.registry.v1.RegistryService";
+/// The fully-qualified name of the deploy service.
+pub const DEPLOY_SERVICE: &str = "platform.registry.v1.DeployCredentialService";
+/// Every service the health checks report on ("" is the server as a whole).
+const HEALTH_SERVICES: [&str; 3] = ["", REGISTRY_SERVICE, DEPLOY_SERVICE];
 
 /// Why the server did not start. Every message says what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +73,8 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("gRPC reflection: {0}")]
     Reflection(String),
+    #[error("target {name:?}: {reason}")]
+    Target { name: String, reason: String },
 }
 
 /// A started server.
@@ -75,6 +85,7 @@ pub struct RunningServer {
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
     store_watch: JoinHandle<()>,
+    sync: JoinHandle<()>,
 }
 
 impl RunningServer {
@@ -84,6 +95,7 @@ impl RunningServer {
             let _ = tx.send(());
         }
         self.store_watch.abort();
+        self.sync.abort();
         self.task.await.unwrap_or(Ok(()))
     }
 
@@ -93,10 +105,12 @@ impl RunningServer {
             shutdown,
             task,
             store_watch,
+            sync,
             ..
         } = self;
         let result = task.await.unwrap_or(Ok(()));
         store_watch.abort();
+        sync.abort();
         drop(shutdown);
         result
     }
@@ -145,22 +159,36 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         "store open and master keys verified"
     );
 
-    let authenticator = authenticator(&config)?;
-    let registries = Registries::new(Arc::new(store.clone()) as Arc<dyn RegistryStore>, Arc::new(keys));
+    let authenticator = Arc::new(authenticator(&config)?);
+    let targets = targets(&config).await?;
+    let trigger = SyncTrigger::default();
+    let keys: Arc<dyn Sealer> = Arc::new(keys);
+    let registries = Registries::new(Arc::new(store.clone()) as Arc<dyn RegistryStore>, Arc::clone(&keys))
+        .with_sync(trigger.clone());
+    let deploy_store: Arc<dyn DeployStore> = Arc::new(store.clone());
+    let deployments = Deployments::new(
+        registries.clone(),
+        Arc::clone(&deploy_store),
+        targets.clone(),
+        trigger.clone(),
+    );
+    let secret_sync = SecretSync::new(deploy_store, keys, targets, sync_settings(&config), trigger);
     let api = RegistryServiceServer::new(RegistryApi::new(registries))
         .max_decoding_message_size(config.limits.max_message_bytes);
-    let api = InterceptedService::new(api, AuthInterceptor(Arc::new(authenticator)));
+    let api = InterceptedService::new(api, AuthInterceptor(Arc::clone(&authenticator)));
+    let deploy_api = DeployCredentialServiceServer::new(DeployApi::new(deployments))
+        .max_decoding_message_size(config.limits.max_message_bytes);
+    let deploy_api = InterceptedService::new(deploy_api, AuthInterceptor(authenticator));
 
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status(REGISTRY_SERVICE, ServingStatus::NotServing)
-        .await;
-    reporter.set_service_status("", ServingStatus::NotServing).await;
+    set_health(&reporter, ServingStatus::NotServing).await;
 
     let reflection = |builder: tonic_reflection::server::Builder<'static>| {
         builder
             .register_encoded_file_descriptor_set(registry_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // google.rpc error details, so reflection clients decode them.
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
     };
     let reflection_v1 = reflection(tonic_reflection::server::Builder::configure())
         .build_v1()
@@ -184,12 +212,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let shutdown_reporter = reporter.clone();
     let shutdown = async move {
         let _ = shutdown_rx.await;
-        shutdown_reporter
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        shutdown_reporter
-            .set_service_status(REGISTRY_SERVICE, ServingStatus::NotServing)
-            .await;
+        set_health(&shutdown_reporter, ServingStatus::NotServing).await;
     };
     let router = tonic::transport::Server::builder()
         .timeout(Duration::from_millis(config.limits.request_timeout_ms))
@@ -198,13 +221,13 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(api);
+        .add_service(api)
+        .add_service(deploy_api);
     let task = tokio::spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown));
 
-    reporter.set_service_status("", ServingStatus::Serving).await;
-    reporter
-        .set_service_status(REGISTRY_SERVICE, ServingStatus::Serving)
-        .await;
+    set_health(&reporter, ServingStatus::Serving).await;
+    // Resumes whatever a crash left pending, then follows rotations.
+    let sync = tokio::spawn(secret_sync.run(std::future::pending::<()>()));
     let store_watch = tokio::spawn(watch_store(store, reporter));
 
     if config.auth.mode == AuthMode::Development {
@@ -221,6 +244,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         shutdown: Some(shutdown_tx),
         task,
         store_watch,
+        sync,
     })
 }
 
@@ -255,13 +279,8 @@ fn load_keys(config: &Config, data_exists: bool) -> Result<KeyRing, StartError> 
     if data_exists && !generated.exists() {
         return Err(StartError::MissingKeyFile(generated.display().to_string()));
     }
-    let (keys, status) = KeyRing::load_or_generate(&config.data_dir)?;
-    if status == KeyFileStatus::Generated {
-        tracing::warn!(
-            path = %generated.display(),
-            "no master key configured: generated one; back it up, and use a managed key in production"
-        );
-    }
+    // registry-crypto warns loudly when it generates the key.
+    let (keys, _status) = KeyRing::load_or_generate(&config.data_dir)?;
     Ok(keys)
 }
 
@@ -321,8 +340,59 @@ async fn watch_store(store: SeaStore, reporter: HealthReporter) {
                 tracing::error!("store unreachable: reporting NOT_SERVING");
                 ServingStatus::NotServing
             };
-            reporter.set_service_status("", status).await;
-            reporter.set_service_status(REGISTRY_SERVICE, status).await;
+            set_health(&reporter, status).await;
         }
     }
+}
+
+async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    for service in HEALTH_SERVICES {
+        reporter.set_service_status(service, status).await;
+    }
+}
+
+fn sync_settings(config: &Config) -> SyncSettings {
+    SyncSettings {
+        concurrency: config.sync.concurrency,
+        qps: (config.sync.qps > 0.0).then_some(config.sync.qps),
+        interval: Duration::from_millis(config.sync.interval_ms),
+        ..SyncSettings::default()
+    }
+}
+
+/// The orchestrator targets of the configuration, connected.
+async fn targets(config: &Config) -> Result<Targets, StartError> {
+    let mut targets = Vec::new();
+    for (name, target) in &config.targets {
+        let error = |reason: String| StartError::Target {
+            name: name.clone(),
+            reason,
+        };
+        let target = match target {
+            TargetConfig::Kubernetes {
+                kubeconfig,
+                context,
+                namespace_template,
+                patch_service_accounts,
+            } => {
+                let connection = orchestrator_k8s::Connection {
+                    kubeconfig: kubeconfig.clone(),
+                    context: context.clone(),
+                };
+                let client = orchestrator_k8s::connect(&connection)
+                    .await
+                    .map_err(|e| error(e.to_string()))?;
+                Target::Kubernetes {
+                    namespace_template: namespace_template.clone(),
+                    api: Arc::new(orchestrator_k8s::KubePullSecrets::new(client, *patch_service_accounts)),
+                }
+            }
+            TargetConfig::Swarm { .. } | TargetConfig::Compose { .. } => {
+                return Err(error("docker targets are not wired yet".into()));
+            }
+        };
+        tracing::info!(target = name, kind = target.kind(), "orchestrator target configured");
+        targets.push((name.clone(), target));
+    }
+    Ok(Targets::new(targets))
 }

@@ -102,8 +102,8 @@ async fn main() -> ExitCode {
     match registry_server::run(config, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("registry-server: refusing to start: {e:#}");
+            tracing::error!("{e}");
+            eprintln!("registry-server: refusing to start: {e}");
             ExitCode::FAILURE
         }
     }
