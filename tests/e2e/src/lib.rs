@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use registry_proto::v1 as pb;
+use registry_proto::v1::deploy_credential_service_client::DeployCredentialServiceClient;
 use registry_proto::v1::registry_service_client::RegistryServiceClient;
 use registry_server::config::Config;
 use registry_server::{RunningServer, StartError};
@@ -74,6 +75,17 @@ impl TestServer {
             user: user.to_owned(),
             org: org.to_owned(),
             roles: None,
+        }
+    }
+
+    /// A DeployCredentialService client speaking as `user` of `org` with the
+    /// writer and deployer roles.
+    pub async fn deployer(&self, user: &str, org: &str) -> Deployer {
+        Deployer {
+            client: DeployCredentialServiceClient::new(self.channel().await),
+            user: user.to_owned(),
+            org: org.to_owned(),
+            roles: "writer,deployer".to_owned(),
         }
     }
 
@@ -236,6 +248,17 @@ impl Caller {
         Ok(())
     }
 
+    /// DeleteRegistry with `force`: even while containers use it.
+    pub async fn delete_forced(&mut self, registry_id: &str) -> Result<(), Status> {
+        let request = self.request(pb::DeleteRegistryRequest {
+            registry_id: registry_id.to_owned(),
+            etag: String::new(),
+            force: true,
+        });
+        self.client.delete_registry(request).await?;
+        Ok(())
+    }
+
     pub async fn test(
         &mut self,
         request: pb::TestRegistryConnectionRequest,
@@ -265,5 +288,111 @@ impl Caller {
             ..Default::default()
         })
         .await
+    }
+}
+
+/// A kubeconfig file for an API server at `url` (plain http, no auth).
+pub fn write_kubeconfig(dir: &Path, url: &str) -> PathBuf {
+    let path = dir.join("kubeconfig");
+    let config = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: sim\n  cluster:\n    server: {url}\n\
+         users:\n- name: sim\n  user: {{}}\ncontexts:\n- name: sim\n  context:\n    cluster: sim\n    user: sim\n\
+         current-context: sim\n"
+    );
+    std::fs::write(&path, config).expect("kubeconfig written");
+    path
+}
+
+/// A DeployCredentialService client bound to one principal.
+#[derive(Debug, Clone)]
+pub struct Deployer {
+    client: DeployCredentialServiceClient<Channel>,
+    user: String,
+    org: String,
+    roles: String,
+}
+
+impl Deployer {
+    pub fn with_roles(mut self, roles: &str) -> Self {
+        roles.clone_into(&mut self.roles);
+        self
+    }
+
+    fn request<T>(&self, message: T) -> Request<T> {
+        with_roles(message, &self.user, &self.org, &self.roles)
+    }
+
+    /// PrepareDeployment of `container` in `environment` on `target`.
+    pub async fn prepare(
+        &mut self,
+        container: &str,
+        environment: &str,
+        target: &str,
+        registry_id: &str,
+        image_name: &str,
+        image_tag: &str,
+    ) -> Result<pb::PrepareDeploymentResponse, Status> {
+        let request = self.request(pb::PrepareDeploymentRequest {
+            container_id: container.to_owned(),
+            environment: environment.to_owned(),
+            target: target.to_owned(),
+            registry_config: Some(pb::RegistryConfig {
+                registry_id: registry_id.to_owned(),
+                image_name: image_name.to_owned(),
+                image_tag: image_tag.to_owned(),
+            }),
+        });
+        Ok(self.client.prepare_deployment(request).await?.into_inner())
+    }
+
+    pub async fn release(&mut self, container: &str) -> Result<(), Status> {
+        let request = self.request(pb::ReleaseDeploymentRequest {
+            container_id: container.to_owned(),
+        });
+        self.client.release_deployment(request).await?;
+        Ok(())
+    }
+
+    pub async fn resolve(&mut self, registry_id: &str) -> Result<pb::ResolvePullCredentialsResponse, Status> {
+        let request = self.request(pb::ResolvePullCredentialsRequest {
+            registry_id: registry_id.to_owned(),
+        });
+        Ok(self.client.resolve_pull_credentials(request).await?.into_inner())
+    }
+
+    pub async fn usages(&mut self, registry_id: &str) -> Result<Vec<pb::RegistryUsage>, Status> {
+        let request = self.request(pb::ListRegistryUsagesRequest {
+            registry_id: registry_id.to_owned(),
+            ..Default::default()
+        });
+        Ok(self.client.list_registry_usages(request).await?.into_inner().usages)
+    }
+
+    pub async fn sync_state(&mut self, registry_id: &str) -> Result<pb::GetRegistrySyncStateResponse, Status> {
+        let request = self.request(pb::GetRegistrySyncStateRequest {
+            registry_id: registry_id.to_owned(),
+        });
+        Ok(self.client.get_registry_sync_state(request).await?.into_inner())
+    }
+
+    /// Polls the sync state until `done` holds, for at most `timeout`.
+    pub async fn wait_for_sync(
+        &mut self,
+        registry_id: &str,
+        timeout: std::time::Duration,
+        done: impl Fn(&pb::GetRegistrySyncStateResponse) -> bool,
+    ) -> pb::GetRegistrySyncStateResponse {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let state = self.sync_state(registry_id).await.expect("sync state");
+            if done(&state) {
+                return state;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sync did not converge within {timeout:?}: {state:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 }
