@@ -228,13 +228,25 @@ impl PullSecretApi for KubePullSecrets {
             .map_err(|e| target_error(e, namespace))
     }
 
+    /// One server-side apply in the common case. Without `force`, a Secret
+    /// whose fields another manager owns answers 409: then it is read, and
+    /// only a Secret labelled as ours is taken over (forced apply).
     async fn apply(&self, secret: PullSecret<'_>) -> Result<(), TargetError> {
-        self.check_ownership(secret.namespace, secret.name).await?;
-        let params = PatchParams::apply(FIELD_MANAGER).force();
-        self.secrets(secret.namespace)
-            .patch(secret.name, &params, &Patch::Apply(manifest(&secret)))
+        let api = self.secrets(secret.namespace);
+        let manifest = Patch::Apply(manifest(&secret));
+        match api
+            .patch(secret.name, &PatchParams::apply(FIELD_MANAGER), &manifest)
             .await
-            .map_err(|e| target_error(e, secret.namespace))?;
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 || status.code == 422 => {
+                self.check_ownership(secret.namespace, secret.name).await?;
+                api.patch(secret.name, &PatchParams::apply(FIELD_MANAGER).force(), &manifest)
+                    .await
+                    .map_err(|e| target_error(e, secret.namespace))?;
+            }
+            Err(e) => return Err(target_error(e, secret.namespace)),
+        }
         if self.patch_service_accounts {
             self.reference_from_service_accounts(secret.namespace, secret.name)
                 .await?;

@@ -4,6 +4,7 @@
 //! optional QPS cap, `Retry-After` honoured — and records the outcome of each
 //! Secret, so a crash or restart resumes where it stopped.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use crate::credentials::Credentials;
 use crate::deploy::{DeployStore, PullSecret, PullSecretState, SyncStatus, Target, TargetError, Targets};
 use crate::login::DockerLogin;
 use crate::ports::StoreError;
-use crate::registry::Timestamp;
+use crate::registry::{RegistryId, Timestamp};
 use crate::sealer::{SealContext, Sealer};
 
 /// Wakes the sync loop after a write that changed desired state.
@@ -174,8 +175,9 @@ impl SecretSync {
                 return Ok(report);
             }
             let claimed = due.len();
+            let credentials = self.load_credentials(&due).await?;
             let outcomes: Vec<PullSecretState> = futures::stream::iter(due)
-                .map(|row| self.sync_one(row))
+                .map(|row| self.sync_one(row, &credentials))
                 .buffer_unordered(self.settings.concurrency.max(1))
                 .collect()
                 .await;
@@ -198,8 +200,40 @@ impl SecretSync {
         }
     }
 
-    async fn sync_one(&self, mut row: PullSecretState) -> PullSecretState {
-        let result = self.converge(&mut row).await;
+    /// The current credentials of every registry the rows belong to, opened
+    /// once per pass (`None`: the registry no longer exists).
+    async fn load_credentials(&self, rows: &[PullSecretState]) -> Result<CredentialCache, StoreError> {
+        let mut cache = CredentialCache::new();
+        for row in rows {
+            if row.desired_revision == 0 || cache.contains_key(&row.registry_id) {
+                continue;
+            }
+            let loaded = match self.store.registry_by_id(&row.registry_id).await? {
+                None => None,
+                Some(stored) => {
+                    let registry = &stored.registry;
+                    let context = SealContext {
+                        registry_id: registry.id.as_str(),
+                        kind: registry.kind,
+                    };
+                    let opened = self
+                        .sealer
+                        .open(context, &stored.sealed_credentials)
+                        .map_err(|e| format!("credentials of registry {} cannot be opened: {e}", registry.id))
+                        .and_then(|plaintext| {
+                            Credentials::from_plaintext(&plaintext)
+                                .map_err(|_| format!("credentials of registry {} are corrupt", registry.id))
+                        });
+                    Some((registry.credential_revision, opened))
+                }
+            };
+            cache.insert(row.registry_id.clone(), loaded);
+        }
+        Ok(cache)
+    }
+
+    async fn sync_one(&self, mut row: PullSecretState, credentials: &CredentialCache) -> PullSecretState {
+        let result = self.converge(&mut row, credentials).await;
         row.updated_at = Timestamp::now();
         match result {
             Ok(()) => {
@@ -228,7 +262,7 @@ impl SecretSync {
     }
 
     /// Writes (or deletes) one Secret, retrying 429s after their Retry-After.
-    async fn converge(&self, row: &mut PullSecretState) -> Result<(), TargetError> {
+    async fn converge(&self, row: &mut PullSecretState, credentials: &CredentialCache) -> Result<(), TargetError> {
         let api = match self.targets.get(&row.target) {
             Some(Target::Kubernetes { api, .. }) => Arc::clone(api),
             Some(_) | None => {
@@ -241,7 +275,7 @@ impl SecretSync {
         let config = if row.desired_revision == 0 {
             None
         } else {
-            match self.docker_config(row).await? {
+            match docker_config(row, credentials)? {
                 Some(config) => Some(config),
                 // The registry is gone: its Secret goes too.
                 None => {
@@ -277,35 +311,27 @@ impl SecretSync {
             }
         }
     }
+}
 
-    /// The `.dockerconfigjson` of the row's registry at its current revision,
-    /// or `None` when the registry no longer exists.
-    async fn docker_config(
-        &self,
-        row: &mut PullSecretState,
-    ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, TargetError> {
-        let stored = self
-            .store
-            .registry_by_id(&row.registry_id)
-            .await
-            .map_err(|e| TargetError::Other(e.to_string()))?;
-        let Some(stored) = stored else { return Ok(None) };
-        let registry = &stored.registry;
-        // A rotation that happened since the row was read wins.
-        row.desired_revision = row.desired_revision.max(registry.credential_revision);
-        let context = SealContext {
-            registry_id: registry.id.as_str(),
-            kind: registry.kind,
-        };
-        let plaintext = self.sealer.open(context, &stored.sealed_credentials).map_err(|e| {
-            TargetError::Other(format!("credentials of registry {} cannot be opened: {e}", registry.id))
-        })?;
-        let credentials = Credentials::from_plaintext(&plaintext)
-            .map_err(|_| TargetError::Other(format!("credentials of registry {} are corrupt", registry.id)))?;
-        let login =
-            DockerLogin::from_credentials(&credentials, &row.server).map_err(|e| TargetError::Other(e.to_string()))?;
-        Ok(Some(login.docker_config_json()))
-    }
+/// Each registry's current revision and opened credentials, or `None` when
+/// it no longer exists.
+type CredentialCache = HashMap<RegistryId, Option<(i64, Result<Credentials, String>)>>;
+
+/// The `.dockerconfigjson` of the row's registry at its current revision, or
+/// `None` when the registry no longer exists.
+fn docker_config(
+    row: &mut PullSecretState,
+    credentials: &CredentialCache,
+) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, TargetError> {
+    let Some(Some((revision, opened))) = credentials.get(&row.registry_id) else {
+        return Ok(None);
+    };
+    // A rotation that happened since the row was read wins.
+    row.desired_revision = row.desired_revision.max(*revision);
+    let credentials = opened.as_ref().map_err(|e| TargetError::Other(e.clone()))?;
+    let login =
+        DockerLogin::from_credentials(credentials, &row.server).map_err(|e| TargetError::Other(e.to_string()))?;
+    Ok(Some(login.docker_config_json()))
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! [`DeployStore`] for [`SeaStore`]: usages and the sync state of pull
 //! Secrets.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use registry_core::deploy::{DeployStore, PullSecretState, SyncStatus, Usage};
 use registry_core::ports::{AuditEvent, StoreError};
@@ -92,6 +94,39 @@ fn secret_from(row: pull_secrets::Model) -> Result<PullSecretState, StoreError> 
         not_before: Timestamp(row.not_before),
         updated_at: Timestamp(row.updated_at),
     })
+}
+
+/// What a sync outcome writes, apart from which Secret it is about.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct OutcomeKey<'a> {
+    registry_id: &'a str,
+    target: &'a str,
+    desired_revision: i64,
+    applied_revision: i64,
+    status: &'static str,
+    error: &'a str,
+    attempts: i32,
+    not_before: i64,
+}
+
+impl<'a> OutcomeKey<'a> {
+    fn of(outcome: &'a PullSecretState) -> Self {
+        Self {
+            registry_id: outcome.registry_id.as_str(),
+            target: &outcome.target,
+            desired_revision: outcome.desired_revision,
+            applied_revision: outcome.applied_revision,
+            status: outcome.status.as_str(),
+            error: &outcome.error,
+            attempts: outcome.attempts,
+            // Synced rows wait for nothing.
+            not_before: if outcome.status == SyncStatus::Synced {
+                0
+            } else {
+                outcome.not_before.0
+            },
+        }
+    }
 }
 
 /// The key of a usage's pull Secret, for Kubernetes usages of a registry.
@@ -313,44 +348,60 @@ impl DeployStore for SeaStore {
 
     async fn record_sync(&self, outcomes: &[PullSecretState]) -> Result<(), StoreError> {
         use pull_secrets::Column;
-        let txn = self.db.begin().await.map_err(unavailable)?;
+        // Outcomes that write the same values (a rotation: thousands of
+        // Secrets now synced at one revision) go in one statement per chunk.
+        let mut groups: BTreeMap<OutcomeKey<'_>, Vec<&str>> = BTreeMap::new();
+        let mut deletions = Vec::new();
         for outcome in outcomes {
-            let key = Column::RegistryId
-                .eq(outcome.registry_id.as_str())
-                .and(Column::Target.eq(&outcome.target))
-                .and(Column::Namespace.eq(&outcome.namespace));
             if outcome.desired_revision == 0 && outcome.status == SyncStatus::Synced {
-                // Deleted: the row goes, unless a new usage wants it again.
-                let registry_gone = Column::RegistryId.not_in_subquery(
-                    Query::select()
-                        .column(registries::Column::Id)
-                        .from(registries::Entity)
-                        .to_owned(),
-                );
-                pull_secrets::Entity::delete_many()
-                    .filter(key)
-                    .filter(Column::DesiredRevision.eq(0i64).or(registry_gone))
-                    .exec(&txn)
-                    .await
-                    .map_err(unavailable)?;
-                continue;
+                deletions.push(outcome);
+            } else {
+                groups
+                    .entry(OutcomeKey::of(outcome))
+                    .or_default()
+                    .push(&outcome.namespace);
             }
-            let mut row = secret_row(outcome);
-            row.registry_id = sea_orm::ActiveValue::NotSet;
-            row.target = sea_orm::ActiveValue::NotSet;
-            row.namespace = sea_orm::ActiveValue::NotSet;
-            row.organization = sea_orm::ActiveValue::NotSet;
-            row.secret_name = sea_orm::ActiveValue::NotSet;
-            row.server = sea_orm::ActiveValue::NotSet;
-            // A newer rotation or a deletion since this outcome was computed wins.
-            pull_secrets::Entity::update_many()
-                .set(row)
-                .filter(key)
-                .filter(Column::DesiredRevision.ne(0i64))
-                .filter(Column::DesiredRevision.lte(outcome.desired_revision))
+        }
+        let txn = self.db.begin().await.map_err(unavailable)?;
+        for outcome in deletions {
+            // Deleted: the row goes, unless a new usage wants it again.
+            let registry_gone = Column::RegistryId.not_in_subquery(
+                Query::select()
+                    .column(registries::Column::Id)
+                    .from(registries::Entity)
+                    .to_owned(),
+            );
+            pull_secrets::Entity::delete_many()
+                .filter(Column::RegistryId.eq(outcome.registry_id.as_str()))
+                .filter(Column::Target.eq(&outcome.target))
+                .filter(Column::Namespace.eq(&outcome.namespace))
+                .filter(Column::DesiredRevision.eq(0i64).or(registry_gone))
                 .exec(&txn)
                 .await
                 .map_err(unavailable)?;
+        }
+        let now = Timestamp::now().0;
+        for (key, namespaces) in groups {
+            for chunk in namespaces.chunks(500) {
+                // A newer rotation or a deletion since these outcomes were
+                // computed wins.
+                pull_secrets::Entity::update_many()
+                    .col_expr(Column::DesiredRevision, Expr::value(key.desired_revision))
+                    .col_expr(Column::AppliedRevision, Expr::value(key.applied_revision))
+                    .col_expr(Column::Status, Expr::value(key.status))
+                    .col_expr(Column::Error, Expr::value(key.error))
+                    .col_expr(Column::Attempts, Expr::value(key.attempts))
+                    .col_expr(Column::NotBefore, Expr::value(key.not_before))
+                    .col_expr(Column::UpdatedAt, Expr::value(now))
+                    .filter(Column::RegistryId.eq(key.registry_id))
+                    .filter(Column::Target.eq(key.target))
+                    .filter(Column::Namespace.is_in(chunk.iter().copied()))
+                    .filter(Column::DesiredRevision.ne(0i64))
+                    .filter(Column::DesiredRevision.lte(key.desired_revision))
+                    .exec(&txn)
+                    .await
+                    .map_err(unavailable)?;
+            }
         }
         txn.commit().await.map_err(unavailable)
     }
