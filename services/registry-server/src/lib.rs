@@ -387,9 +387,12 @@ async fn targets(config: &Config) -> Result<Targets, StartError> {
                     api: Arc::new(orchestrator_k8s::KubePullSecrets::new(client, *patch_service_accounts)),
                 }
             }
-            TargetConfig::Swarm { .. } | TargetConfig::Compose { .. } => {
-                return Err(error("docker targets are not wired yet".into()));
-            }
+            TargetConfig::Swarm { endpoint } => Target::Swarm(Arc::new(
+                orchestrator_docker::DockerTarget::new(endpoint).map_err(|e| error(e.to_string()))?,
+            )),
+            TargetConfig::Compose { endpoint } => Target::Compose(Arc::new(
+                orchestrator_docker::DockerTarget::new(endpoint).map_err(|e| error(e.to_string()))?,
+            )),
         };
         tracing::info!(target = name, kind = target.kind(), "orchestrator target configured");
         targets.push((name.clone(), target));
