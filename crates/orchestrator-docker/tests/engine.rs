@@ -15,9 +15,8 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -32,20 +31,12 @@ use orchestrator_docker::{DockerTarget, write_isolated_docker_config};
 use registry_core::deploy::{DockerEngine, TargetError};
 use registry_core::login::DockerLogin;
 use registry_core::reference::ImageReference;
+use registry_testkit::distribution::{Distribution as Registry, htpasswd_set};
 use registry_testkit::require_service;
 use secrecy::SecretString;
 
 /// How long a swarm task may take to reach the state a test waits for.
 const TASK_DEADLINE: Duration = Duration::from_secs(60);
-
-/// The test registry and the script's user on it.
-#[derive(Debug, Clone, Default)]
-struct Registry {
-    /// `127.0.0.1:PORT`
-    address: String,
-    user: String,
-    password: String,
-}
 
 /// What scripts/test exported.
 struct Env {
@@ -126,137 +117,17 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{:x}-{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
 }
 
-// --- the registry, over its HTTP API (Basic auth, HTTP/1.0, loopback) --------
-
-struct HttpResponse {
-    status: u16,
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
-}
-
-fn registry_http(
-    registry: &Registry,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> std::io::Result<HttpResponse> {
-    let mut stream = TcpStream::connect(&registry.address)?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let basic = STANDARD.encode(format!("{}:{}", registry.user, registry.password));
-    let mut request = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {}\r\nAuthorization: Basic {basic}\r\nContent-Length: {}\r\n",
-        registry.address,
-        body.len()
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes())?;
-    stream.write_all(body)?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let bad = || std::io::Error::other(format!("{method} {path}: not an HTTP response"));
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(bad)?;
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(bad)?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Ok(HttpResponse {
-        status,
-        headers,
-        body: raw[split + 4..].to_vec(),
-    })
-}
-
 /// Copies the script's test image to `repository:1` inside the registry
-/// (blob mounts, then the same manifest bytes, so the same digest) and
-/// returns its reference. The engine never sees it.
+/// and returns its reference. The engine never sees it.
 fn copy_test_image(env: &Env, leftovers: &mut Leftovers, repository: &str) -> ImageReference {
-    let source = env.image.repository();
-    let accept = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json";
-    let registry = env.registry();
-    let manifest = registry_http(
-        &registry,
-        "GET",
-        &format!("/v2/{source}/manifests/{}", env.digest),
-        &[("Accept", accept)],
-        b"",
-    )
-    .unwrap();
-    assert_eq!(manifest.status, 200, "GET manifest of {source}");
-    let media_type = manifest.headers["content-type"].clone();
-    let json: serde_json::Value = serde_json::from_slice(&manifest.body).unwrap();
-    let blobs = std::iter::once(&json["config"])
-        .chain(json["layers"].as_array().unwrap())
-        .map(|d| d["digest"].as_str().unwrap().to_owned());
     leftovers.repositories.push(repository.to_owned());
-    for blob in blobs {
-        let mounted = registry_http(
-            &registry,
-            "POST",
-            &format!("/v2/{repository}/blobs/uploads/?mount={blob}&from={source}"),
-            &[],
-            b"",
-        )
+    env.registry()
+        .copy_image(env.image.repository(), &env.digest, repository)
         .unwrap();
-        assert_eq!(mounted.status, 201, "mount {blob} into {repository}");
-    }
-    let put = registry_http(
-        &registry,
-        "PUT",
-        &format!("/v2/{repository}/manifests/1"),
-        &[("Content-Type", &media_type)],
-        &manifest.body,
-    )
-    .unwrap();
-    assert_eq!(put.status, 201, "PUT manifest {repository}:1");
-    assert_eq!(put.headers["docker-content-digest"], env.digest);
     env.reference(repository, "1")
 }
 
 // --- htpasswd (the registry re-reads it when it changes) ----------------------
-
-/// `user:bcrypt` from `htpasswd -niB` (the password goes through stdin).
-fn htpasswd_line(user: &str, password: &str) -> String {
-    let mut child = Command::new("htpasswd")
-        .args(["-n", "-i", "-B", user])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(password.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "htpasswd -n failed");
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-/// Sets (or with `None` removes) `user`'s line, leaving every other line as
-/// it is, and replaces the file whole (written aside, renamed) so the
-/// registry never reads half of it.
-fn htpasswd_set(path: &Path, user: &str, password: Option<&str>) {
-    let current = std::fs::read_to_string(path).unwrap();
-    let prefix = format!("{user}:");
-    let mut lines: Vec<String> = current
-        .lines()
-        .filter(|l| !l.is_empty() && !l.starts_with(&prefix))
-        .map(str::to_owned)
-        .collect();
-    if let Some(password) = password {
-        lines.push(htpasswd_line(user, password));
-    }
-    let aside = path.with_extension(format!("{user}.tmp"));
-    std::fs::write(&aside, lines.join("\n") + "\n").unwrap();
-    std::fs::rename(&aside, path).unwrap();
-}
 
 // --- cleanup ------------------------------------------------------------------
 
@@ -318,7 +189,7 @@ impl Leftovers {
         }
         for repository in std::mem::take(&mut self.repositories) {
             let path = format!("/v2/{repository}/manifests/{}", self.digest);
-            let _ = registry_http(&self.registry, "DELETE", &path, &[], b"");
+            let _ = self.registry.http("DELETE", &path, &[], b"");
         }
         for user in std::mem::take(&mut self.users) {
             htpasswd_set(&self.htpasswd, &user, None);

@@ -4,10 +4,12 @@
 //!   machine may lack (skip loudly by hand, fail under `CI=true`);
 //! - [`postgres_database`] — a fresh PostgreSQL database per test;
 //! - [`kube_api`] — a simulated Kubernetes API server ([`kube_api::KubeSim`])
-//!   with real REST semantics, and a kube-rs client pointed at it.
+//!   with real REST semantics, and a kube-rs client pointed at it;
+//! - [`distribution`] — the test bed registry's htpasswd file.
 
 use sea_orm::{ConnectionTrait, Database};
 
+pub mod distribution;
 pub mod kube_api;
 
 /// The variable the test script sets to the admin URL of the PostgreSQL it
