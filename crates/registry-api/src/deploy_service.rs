@@ -152,6 +152,7 @@ impl DeployCredentialService for DeployApi {
             identity_token: String::new(),
             expire_time: login.expires_at.map(timestamp),
             credential_revision: stored.registry.credential_revision,
+            docker_config_json: String::from_utf8_lossy(&login.docker_config_json()).into_owned(),
         }))
     }
 

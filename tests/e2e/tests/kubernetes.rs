@@ -430,6 +430,58 @@ async fn deployers_resolve_the_docker_login() {
     );
     assert_eq!((login.username.as_str(), login.password.as_str()), ("myorg", TOKEN));
     assert_eq!(login.credential_revision, 1);
+    let config: serde_json::Value = serde_json::from_str(&login.docker_config_json).unwrap();
+    assert_eq!(config, expected_config(TOKEN));
+}
+
+#[tokio::test]
+async fn service_accounts_reference_the_secret_when_configured() {
+    let cluster = Cluster::start_with(|config| {
+        if let Some(TargetConfig::Kubernetes {
+            patch_service_accounts, ..
+        }) = config.targets.get_mut("k8s")
+        {
+            *patch_service_accounts = true;
+        }
+    })
+    .await;
+    // The platform's own pull secret is already referenced: it must stay.
+    let mut account = cluster.sim.service_account("env-production", "default").unwrap();
+    account.image_pull_secrets = Some(vec![k8s_openapi::api::core::v1::LocalObjectReference {
+        name: "platform-pull".into(),
+    }]);
+    let accounts: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        kube::Api::namespaced(cluster.sim.client(), "env-production");
+    accounts
+        .replace("default", &kube::api::PostParams::default(), &account)
+        .await
+        .unwrap();
+
+    let registry = cluster.ghcr_registry().await;
+    let mut deployer = cluster.deployer().await;
+    for container in ["api", "worker"] {
+        deployer
+            .prepare(container, "production", "k8s", &registry.id, "ghcr.io/myorg/api", "v1")
+            .await
+            .unwrap();
+    }
+    let name = format!("ghcr-creds-{}", registry.id.trim_start_matches("reg-"));
+    let account = cluster.sim.service_account("env-production", "default").unwrap();
+    let names: Vec<_> = account
+        .image_pull_secrets
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, ["platform-pull".to_owned(), name]);
+    assert!(
+        cluster
+            .sim
+            .service_account("env-staging", "default")
+            .unwrap()
+            .image_pull_secrets
+            .is_none()
+    );
 }
 
 #[tokio::test]
