@@ -158,13 +158,14 @@ impl Deployments {
         let target = self.targets.get(&request.target);
         if target.is_none() {
             let known: Vec<_> = self.targets.names().collect();
+            let configured = if known.is_empty() {
+                "no targets are configured".to_owned()
+            } else {
+                format!("configured: {}", known.join(", "))
+            };
             violations.push(FieldViolation::new(
                 "target",
-                format!(
-                    "{:?} is not a configured target (configured: {})",
-                    request.target,
-                    known.join(", ")
-                ),
+                format!("{:?} is not a configured target ({configured})", request.target),
             ));
         }
         if request.image_name.is_empty() {

@@ -389,12 +389,10 @@ impl Config {
                     ));
                 }
                 TargetConfig::Swarm { endpoint } | TargetConfig::Compose { endpoint }
-                    if !["unix://", "tcp://", "http://", "https://"]
-                        .iter()
-                        .any(|s| endpoint.starts_with(s)) =>
+                    if !["unix://", "tcp://", "http://"].iter().any(|s| endpoint.starts_with(s)) =>
                 {
                     return invalid(format!(
-                        "targets.{name}.endpoint must be unix://, tcp://, http:// or https://, not {endpoint:?}"
+                        "targets.{name}.endpoint must be unix://, tcp:// or http:// (TLS endpoints are not supported), not {endpoint:?}"
                     ));
                 }
                 _ => {}

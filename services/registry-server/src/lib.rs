@@ -238,7 +238,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             config.auth.dev_org
         );
     }
-    tracing::info!(%local_addr, "serving gRPC (RegistryService, health, reflection v1 and v1alpha)");
+    tracing::info!(%local_addr, "serving gRPC (RegistryService, DeployCredentialService, health, reflection v1 and v1alpha)");
     Ok(RunningServer {
         local_addr,
         shutdown: Some(shutdown_tx),

@@ -284,29 +284,19 @@ async fn rotation_reaches_the_next_pull_and_the_old_password_stops_working() {
     let Some(bed) = bed() else { return };
     let setup = Setup::start(bed).await;
     let mut deployer = setup.deployer().await;
-    deployer
-        .prepare(
-            "web",
-            "production",
-            "compose",
-            &setup.registry.id,
-            &setup.image_name(),
-            "1",
-        )
-        .await
-        .unwrap();
+    let image = setup.image_name();
+    let id = setup.registry.id.clone();
+    for (container, target) in [("web", "compose"), ("api", "swarm")] {
+        deployer
+            .prepare(container, "production", target, &id, &image, "1")
+            .await
+            .unwrap();
+    }
 
     // The registry's password changes; the stored one is refused now.
     htpasswd_set(&setup.bed.htpasswd, &setup.user, Some("second-Passw0rd"));
     let refused = deployer
-        .prepare(
-            "web",
-            "production",
-            "compose",
-            &setup.registry.id,
-            &setup.image_name(),
-            "1",
-        )
+        .prepare("web", "production", "compose", &id, &image, "1")
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
@@ -314,44 +304,29 @@ async fn rotation_reaches_the_next_pull_and_the_old_password_stops_working() {
     assert!(!refused.message().contains("first-Passw0rd"));
 
     // Rotated through the API, the next prepare pulls with the new password.
-    let rotated = setup
-        .caller()
-        .await
-        .rotate(
-            &setup.registry.id,
-            custom(&setup.bed, &setup.user, "second-Passw0rd"),
-            "",
-        )
-        .await
-        .unwrap();
+    let new_credentials = custom(&setup.bed, &setup.user, "second-Passw0rd");
+    let rotated = setup.caller().await.rotate(&id, new_credentials, "").await.unwrap();
     assert_eq!(rotated.credential_revision, 2);
     let prepared = deployer
-        .prepare(
-            "web",
-            "production",
-            "compose",
-            &setup.registry.id,
-            &setup.image_name(),
-            "1",
-        )
+        .prepare("web", "production", "compose", &id, &image, "1")
         .await
         .unwrap();
     assert_eq!(prepared.credential_revision, 2);
 
-    // Swarm services deployed with revision 1 show it until their next deployment.
+    // A Swarm service keeps the login it was created with until its next
+    // deployment, and the sync state says so.
+    let swarm = |state: &pb::GetRegistrySyncStateResponse| {
+        let target = state.targets.iter().find(|t| t.target == "swarm").unwrap();
+        (target.desired_revision, target.applied_revision, target.status)
+    };
+    let state = deployer.sync_state(&id).await.unwrap();
+    assert_eq!(swarm(&state), (2, 1, pb::SyncStatus::NextDeployment as i32));
     deployer
-        .prepare(
-            "api",
-            "production",
-            "swarm",
-            &setup.registry.id,
-            &setup.image_name(),
-            "1",
-        )
+        .prepare("api", "production", "swarm", &id, &image, "1")
         .await
         .unwrap();
-    let state = deployer.sync_state(&setup.registry.id).await.unwrap();
-    assert!(state.targets.iter().all(|t| t.applied_revision == 2), "{state:?}");
+    let state = deployer.sync_state(&id).await.unwrap();
+    assert_eq!(swarm(&state), (2, 2, pb::SyncStatus::Synced as i32));
     setup.clean().await;
 }
 
