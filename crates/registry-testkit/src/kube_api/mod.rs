@@ -110,6 +110,7 @@ mod select;
 mod server;
 mod status;
 mod store;
+mod timer;
 mod validation;
 
 use std::net::Ipv4Addr;

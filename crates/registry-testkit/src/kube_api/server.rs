@@ -213,7 +213,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     let arrived = Instant::now();
     let in_flight = info.verb.is_write().then(|| shared.recorder.begin_write());
 
-    let response = match admit(&shared, &info).await {
+    let response = match admit(&shared, &info, arrived).await {
         Err(error) => error.into_response(),
         Ok(()) => match read_body(body).await {
             Err(error) => error.into_response(),
@@ -241,7 +241,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
 
 /// The filters in front of the handlers, in the API server's order:
 /// priority and fairness (429), authorisation (403), then the request's work.
-async fn admit(shared: &Shared, info: &RequestInfo) -> Result<(), ApiError> {
+async fn admit(shared: &Shared, info: &RequestInfo, arrived: Instant) -> Result<(), ApiError> {
     if let Some(retry_after) = shared.faults.throttle() {
         shared.recorder.throttled();
         return Err(ApiError::too_many_requests(retry_after));
@@ -265,9 +265,11 @@ async fn admit(shared: &Shared, info: &RequestInfo) -> Result<(), ApiError> {
             "watch is not supported by the simulated API server",
         ));
     }
+    // The latency counts from the request's arrival, as a client measures
+    // it, on a timer precise below the millisecond.
     let latency = shared.faults.latency(info.verb.is_write());
     if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
+        super::timer::sleep_until(arrived + latency).await;
     }
     Ok(())
 }
