@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use orchestrator_k8s::KubePullSecrets;
 use registry_core::deploy::{DeployStore, PullSecretState, SyncStatus, Target, Targets, Usage};
+use registry_core::login::StaticLogins;
 use registry_core::ports::{AuditEvent, RegistryStore};
 use registry_core::registry::new_etag;
 use registry_core::sealer::{SealContext, Sealer};
@@ -111,6 +112,7 @@ async fn setup(keys: &KeyRing) -> (tempfile::TempDir, SeaStore, KubeSim, StoredR
             attempts: 0,
             not_before: now,
             updated_at: now,
+            refresh_at: None,
         };
         store
             .record_usage(&usage, Some(&secret), &audit(&stored.registry, "deployment.prepare"))
@@ -147,6 +149,7 @@ async fn rotate(concurrency: usize, qps: Option<f64>) -> (Duration, f64, Duratio
         targets,
         settings,
         SyncTrigger::default(),
+        Arc::new(StaticLogins),
     );
     sim.reset_stats();
 

@@ -78,11 +78,19 @@ pub struct PullSecretState {
     /// Not retried before this time (back-off, `Retry-After`).
     pub not_before: Timestamp,
     pub updated_at: Timestamp,
+    /// When a synced Secret whose login expires (ECR) is to be re-applied
+    /// with a fresh token; `None` for static logins.
+    pub refresh_at: Option<Timestamp>,
 }
 
 impl PullSecretState {
     pub fn is_synced(&self) -> bool {
         self.status == SyncStatus::Synced && self.applied_revision == self.desired_revision
+    }
+
+    /// Whether the Secret's login is due to be refreshed at `now`.
+    pub fn refresh_due(&self, now: Timestamp) -> bool {
+        self.refresh_at.is_some_and(|at| at <= now)
     }
 }
 
@@ -261,7 +269,8 @@ pub trait DeployStore: Send + Sync + fmt::Debug + 'static {
 
     async fn pull_secrets_of(&self, registry_id: &RegistryId) -> Result<Vec<PullSecretState>, StoreError>;
 
-    /// Pull Secrets that are not in their desired state and due, oldest first.
+    /// Pull Secrets that are not in their desired state and due, oldest
+    /// first, and synced ones whose `refresh_at` has passed.
     async fn due_pull_secrets(&self, now: Timestamp, limit: u64) -> Result<Vec<PullSecretState>, StoreError>;
 
     /// Stores sync outcomes in one transaction. An outcome is kept only if

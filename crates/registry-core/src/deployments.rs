@@ -10,7 +10,7 @@ use crate::deploy::{
 };
 use crate::error::{Error, FieldViolation, Result};
 use crate::kind::RegistryKind;
-use crate::login::{DockerLogin, LoginError};
+use crate::login::{DockerLogin, LoginError, LoginProvider};
 use crate::ports::AuditEvent;
 use crate::principal::{Principal, Role};
 use crate::reference::{self, ImageReference};
@@ -77,6 +77,7 @@ pub struct Deployments {
     store: Arc<dyn DeployStore>,
     targets: Targets,
     sync: SyncTrigger,
+    logins: Arc<dyn LoginProvider>,
 }
 
 const MAX_ID_LEN: usize = 253;
@@ -131,12 +132,19 @@ fn target_error(target: &str, error: TargetError) -> Error {
 }
 
 impl Deployments {
-    pub fn new(registries: Registries, store: Arc<dyn DeployStore>, targets: Targets, sync: SyncTrigger) -> Self {
+    pub fn new(
+        registries: Registries,
+        store: Arc<dyn DeployStore>,
+        targets: Targets,
+        sync: SyncTrigger,
+        logins: Arc<dyn LoginProvider>,
+    ) -> Self {
         Self {
             registries,
             store,
             targets,
             sync,
+            logins,
         }
     }
 
@@ -185,7 +193,7 @@ impl Deployments {
         let registry = registry.filter(|r| r.registry.kind != RegistryKind::Public);
         let image = resolve_image(&request, registry.as_ref())?;
         let login = match &registry {
-            Some(stored) => Some(self.login(stored, image.host())?),
+            Some(stored) => Some(self.login(stored, image.host()).await?),
             None => None,
         };
         let revision = registry.as_ref().map_or(0, |r| r.registry.credential_revision);
@@ -287,6 +295,7 @@ impl Deployments {
         if let Some(existing) = existing
             && existing.is_synced()
             && existing.applied_revision == registry.credential_revision
+            && !existing.refresh_due(Timestamp::now())
         {
             return Ok(existing);
         }
@@ -316,15 +325,23 @@ impl Deployments {
             attempts: 0,
             not_before: now,
             updated_at: now,
+            refresh_at: login.refresh_at(now),
         })
     }
 
-    fn login(&self, stored: &StoredRegistry, host: &str) -> Result<DockerLogin> {
+    async fn login(&self, stored: &StoredRegistry, host: &str) -> Result<DockerLogin> {
         let credentials: Credentials = self.registries.open(stored)?;
-        DockerLogin::from_credentials(&credentials, host).map_err(|e| match e {
-            LoginError::NeedsTokenExchange(_) => Error::Unsupported(format!("registry {}: {e}", stored.registry.id)),
-            LoginError::Public => Error::Internal("public registry has no login".into()),
-        })
+        self.logins
+            .login(&stored.registry, &credentials, host)
+            .await
+            .map_err(|e| match e {
+                LoginError::NeedsTokenExchange(_) => {
+                    Error::Unsupported(format!("registry {}: {e}", stored.registry.id))
+                }
+                LoginError::Public => Error::Internal("public registry has no login".into()),
+                LoginError::Refused { .. } | LoginError::WrongHost { .. } => Error::FailedPrecondition(e.to_string()),
+                LoginError::Unavailable { .. } => Error::Unavailable(e.to_string()),
+            })
     }
 
     /// Ends a container's usage; its pull Secret goes when nothing else in
@@ -387,7 +404,7 @@ impl Deployments {
             "" => "docker.io".to_owned(),
             server => server.to_owned(),
         };
-        let login = self.login(&stored, &host)?;
+        let login = self.login(&stored, &host).await?;
         Ok((stored, login))
     }
 

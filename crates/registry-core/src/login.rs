@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use secrecy::{ExposeSecret, SecretString};
@@ -11,7 +12,7 @@ use zeroize::Zeroizing;
 
 use crate::credentials::Credentials;
 use crate::reference;
-use crate::registry::Timestamp;
+use crate::registry::{Registry, Timestamp};
 
 /// A docker login for one registry host.
 #[derive(Clone)]
@@ -45,6 +46,55 @@ pub enum LoginError {
     /// Public registries have no login.
     #[error("public registries have no login")]
     Public,
+    /// The provider refused the stored credentials (wrong or revoked keys,
+    /// missing permission). Never carries a secret.
+    #[error("{provider} refused the credentials of registry {registry}: {detail}")]
+    Refused {
+        provider: &'static str,
+        registry: String,
+        detail: String,
+    },
+    /// The image's host is not one the credentials can log in to.
+    #[error("registry {registry} cannot log in to {host:?}: {detail}")]
+    WrongHost {
+        registry: String,
+        host: String,
+        detail: String,
+    },
+    /// The provider could not be reached or failed; worth retrying.
+    #[error("the token exchange of registry {registry} failed: {detail}")]
+    Unavailable { registry: String, detail: String },
+}
+
+/// Turns stored credentials into a docker login for an image host: static
+/// kinds directly, token kinds (ECR) through their provider.
+#[async_trait]
+pub trait LoginProvider: Send + Sync + fmt::Debug + 'static {
+    /// The login of `registry`'s `credentials` (its current revision) for
+    /// `host`, the image's host (or the registry's server).
+    async fn login(
+        &self,
+        registry: &Registry,
+        credentials: &Credentials,
+        host: &str,
+    ) -> Result<DockerLogin, LoginError>;
+}
+
+/// The logins that need no provider: every static kind; ECR answers
+/// [`LoginError::NeedsTokenExchange`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StaticLogins;
+
+#[async_trait]
+impl LoginProvider for StaticLogins {
+    async fn login(
+        &self,
+        _registry: &Registry,
+        credentials: &Credentials,
+        host: &str,
+    ) -> Result<DockerLogin, LoginError> {
+        DockerLogin::from_credentials(credentials, host)
+    }
 }
 
 impl DockerLogin {
@@ -69,6 +119,14 @@ impl DockerLogin {
             Credentials::Ecr { .. } => Err(LoginError::NeedsTokenExchange("ECR")),
             Credentials::Public => Err(LoginError::Public),
         }
+    }
+
+    /// When a pull Secret holding this login is to be re-applied: halfway
+    /// through its remaining lifetime (as Amazon's credential helper reuses
+    /// tokens); `None` for static logins.
+    pub fn refresh_at(&self, now: Timestamp) -> Option<Timestamp> {
+        self.expires_at
+            .map(|expires| Timestamp(now.0.saturating_add(expires.0.saturating_sub(now.0).max(0) / 2)))
     }
 
     /// The key of this login in a Docker config (`https://index.docker.io/v1/`
@@ -214,5 +272,38 @@ mod tests {
             LoginError::NeedsTokenExchange("ECR")
         );
         assert!(!format!("{login:?}").contains("service_account"));
+    }
+
+    #[tokio::test]
+    async fn static_logins_have_no_expiry_and_refresh_at_is_half_the_remaining_lifetime() {
+        let registry = Registry {
+            id: crate::RegistryId::parse("reg-abc123").unwrap(),
+            organization: "acme".into(),
+            name: "x".into(),
+            kind: crate::RegistryKind::Ghcr,
+            server: "ghcr.io".into(),
+            hints: Vec::new(),
+            created_by: "alice".into(),
+            created_at: Timestamp(0),
+            updated_at: Timestamp(0),
+            etag: String::new(),
+            credential_revision: 1,
+        };
+        let mut login = StaticLogins.login(&registry, &ghcr(), "ghcr.io").await.unwrap();
+        assert_eq!(login.refresh_at(Timestamp(10)), None);
+        login.expires_at = Some(Timestamp(110));
+        assert_eq!(login.refresh_at(Timestamp(10)), Some(Timestamp(60)));
+        let ecr = Credentials::Ecr {
+            access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
+            secret_access_key: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
+            region: "us-east-1".into(),
+        };
+        assert_eq!(
+            StaticLogins
+                .login(&registry, &ecr, "*.dkr.ecr.us-east-1.amazonaws.com")
+                .await
+                .unwrap_err(),
+            LoginError::NeedsTokenExchange("ECR")
+        );
     }
 }

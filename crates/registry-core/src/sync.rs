@@ -14,9 +14,9 @@ use tokio::time::Instant;
 
 use crate::credentials::Credentials;
 use crate::deploy::{DeployStore, PullSecret, PullSecretState, SyncStatus, Target, TargetError, Targets};
-use crate::login::DockerLogin;
+use crate::login::LoginProvider;
 use crate::ports::StoreError;
-use crate::registry::{RegistryId, Timestamp};
+use crate::registry::{Registry, RegistryId, Timestamp};
 use crate::sealer::{SealContext, Sealer};
 
 /// Wakes the sync loop after a write that changed desired state.
@@ -105,6 +105,7 @@ pub struct SecretSync {
     settings: SyncSettings,
     trigger: SyncTrigger,
     limiter: Option<Arc<RateLimiter>>,
+    logins: Arc<dyn LoginProvider>,
 }
 
 fn backoff(attempts: i32) -> Duration {
@@ -124,6 +125,7 @@ impl SecretSync {
         targets: Targets,
         settings: SyncSettings,
         trigger: SyncTrigger,
+        logins: Arc<dyn LoginProvider>,
     ) -> Self {
         let limiter = settings
             .qps
@@ -136,6 +138,7 @@ impl SecretSync {
             settings,
             trigger,
             limiter,
+            logins,
         }
     }
 
@@ -224,7 +227,7 @@ impl SecretSync {
                             Credentials::from_plaintext(&plaintext)
                                 .map_err(|_| format!("credentials of registry {} are corrupt", registry.id))
                         });
-                    Some((registry.credential_revision, opened))
+                    Some((stored.registry, opened))
                 }
             };
             cache.insert(row.registry_id.clone(), loaded);
@@ -236,7 +239,8 @@ impl SecretSync {
         let result = self.converge(&mut row, credentials).await;
         row.updated_at = Timestamp::now();
         match result {
-            Ok(()) => {
+            Ok(refresh_at) => {
+                row.refresh_at = refresh_at;
                 row.applied_revision = row.desired_revision;
                 row.status = SyncStatus::Synced;
                 row.error.clear();
@@ -262,7 +266,12 @@ impl SecretSync {
     }
 
     /// Writes (or deletes) one Secret, retrying 429s after their Retry-After.
-    async fn converge(&self, row: &mut PullSecretState, credentials: &CredentialCache) -> Result<(), TargetError> {
+    /// Returns when the written Secret is to be refreshed (expiring logins).
+    async fn converge(
+        &self,
+        row: &mut PullSecretState,
+        credentials: &CredentialCache,
+    ) -> Result<Option<Timestamp>, TargetError> {
         let api = match self.targets.get(&row.target) {
             Some(Target::Kubernetes { api, .. }) => Arc::clone(api),
             Some(_) | None => {
@@ -272,11 +281,15 @@ impl SecretSync {
                 )));
             }
         };
+        let mut refresh_at = None;
         let config = if row.desired_revision == 0 {
             None
         } else {
-            match docker_config(row, credentials)? {
-                Some(config) => Some(config),
+            match self.docker_config(row, credentials).await? {
+                Some((config, refresh)) => {
+                    refresh_at = refresh;
+                    Some(config)
+                }
                 // The registry is gone: its Secret goes too.
                 None => {
                     row.desired_revision = 0;
@@ -307,32 +320,37 @@ impl SecretSync {
                     throttled += 1;
                     tokio::time::sleep(retry_after).await;
                 }
-                other => return other,
+                other => return other.map(|()| refresh_at),
             }
         }
     }
+
+    /// The `.dockerconfigjson` of the row's registry at its current revision
+    /// and when it is to be refreshed, or `None` when the registry no longer
+    /// exists.
+    async fn docker_config(
+        &self,
+        row: &mut PullSecretState,
+        credentials: &CredentialCache,
+    ) -> Result<Option<(zeroize::Zeroizing<Vec<u8>>, Option<Timestamp>)>, TargetError> {
+        let Some(Some((registry, opened))) = credentials.get(&row.registry_id) else {
+            return Ok(None);
+        };
+        // A rotation that happened since the row was read wins.
+        row.desired_revision = row.desired_revision.max(registry.credential_revision);
+        let credentials = opened.as_ref().map_err(|e| TargetError::Other(e.clone()))?;
+        let login = self
+            .logins
+            .login(registry, credentials, &row.server)
+            .await
+            .map_err(|e| TargetError::Other(e.to_string()))?;
+        Ok(Some((login.docker_config_json(), login.refresh_at(Timestamp::now()))))
+    }
 }
 
-/// Each registry's current revision and opened credentials, or `None` when
-/// it no longer exists.
-type CredentialCache = HashMap<RegistryId, Option<(i64, Result<Credentials, String>)>>;
-
-/// The `.dockerconfigjson` of the row's registry at its current revision, or
-/// `None` when the registry no longer exists.
-fn docker_config(
-    row: &mut PullSecretState,
-    credentials: &CredentialCache,
-) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, TargetError> {
-    let Some(Some((revision, opened))) = credentials.get(&row.registry_id) else {
-        return Ok(None);
-    };
-    // A rotation that happened since the row was read wins.
-    row.desired_revision = row.desired_revision.max(*revision);
-    let credentials = opened.as_ref().map_err(|e| TargetError::Other(e.clone()))?;
-    let login =
-        DockerLogin::from_credentials(credentials, &row.server).map_err(|e| TargetError::Other(e.to_string()))?;
-    Ok(Some(login.docker_config_json()))
-}
+/// Each registry (at its current revision) and its opened credentials, or
+/// `None` when it no longer exists.
+type CredentialCache = HashMap<RegistryId, Option<(Registry, Result<Credentials, String>)>>;
 
 #[cfg(test)]
 mod tests {

@@ -69,6 +69,7 @@ fn secret_row(state: &PullSecretState) -> pull_secrets::ActiveModel {
         attempts: Set(state.attempts),
         not_before: Set(state.not_before.0),
         updated_at: Set(state.updated_at.0),
+        refresh_at: Set(state.refresh_at.map_or(0, |t| t.0)),
     }
 }
 
@@ -93,6 +94,7 @@ fn secret_from(row: pull_secrets::Model) -> Result<PullSecretState, StoreError> 
         attempts: row.attempts,
         not_before: Timestamp(row.not_before),
         updated_at: Timestamp(row.updated_at),
+        refresh_at: (row.refresh_at != 0).then_some(Timestamp(row.refresh_at)),
     })
 }
 
@@ -107,6 +109,7 @@ struct OutcomeKey<'a> {
     error: &'a str,
     attempts: i32,
     not_before: i64,
+    refresh_at: i64,
 }
 
 impl<'a> OutcomeKey<'a> {
@@ -125,6 +128,7 @@ impl<'a> OutcomeKey<'a> {
             } else {
                 outcome.not_before.0
             },
+            refresh_at: outcome.refresh_at.map_or(0, |t| t.0),
         }
     }
 }
@@ -333,8 +337,16 @@ impl DeployStore for SeaStore {
     async fn due_pull_secrets(&self, now: Timestamp, limit: u64) -> Result<Vec<PullSecretState>, StoreError> {
         use pull_secrets::Column;
         pull_secrets::Entity::find()
-            .filter(Column::Status.ne(SyncStatus::Synced.as_str()))
-            .filter(Column::NotBefore.lte(now.0))
+            .filter(
+                Column::Status
+                    .ne(SyncStatus::Synced.as_str())
+                    .and(Column::NotBefore.lte(now.0))
+                    // Synced Secrets whose login expires are re-applied.
+                    .or(Column::Status
+                        .eq(SyncStatus::Synced.as_str())
+                        .and(Column::RefreshAt.ne(0i64))
+                        .and(Column::RefreshAt.lte(now.0))),
+            )
             .order_by_asc(Column::NotBefore)
             .order_by_asc(Column::UpdatedAt)
             .limit(limit)
@@ -392,6 +404,7 @@ impl DeployStore for SeaStore {
                     .col_expr(Column::Error, Expr::value(key.error))
                     .col_expr(Column::Attempts, Expr::value(key.attempts))
                     .col_expr(Column::NotBefore, Expr::value(key.not_before))
+                    .col_expr(Column::RefreshAt, Expr::value(key.refresh_at))
                     .col_expr(Column::UpdatedAt, Expr::value(now))
                     .filter(Column::RegistryId.eq(key.registry_id))
                     .filter(Column::Target.eq(key.target))

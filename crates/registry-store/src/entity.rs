@@ -107,6 +107,8 @@ pub mod pull_secrets {
         pub attempts: i32,
         pub not_before: i64,
         pub updated_at: i64,
+        /// When a synced Secret whose login expires is re-applied; 0: never.
+        pub refresh_at: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

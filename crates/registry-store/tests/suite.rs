@@ -52,6 +52,7 @@ store_suite!(
     rotation_marks_every_pull_secret_pending,
     deleting_a_used_registry_needs_force,
     sync_outcomes_never_undo_a_newer_rotation,
+    synced_secrets_with_expiring_logins_are_due_at_refresh_at,
 );
 
 fn registry(organization: &str, name: &str) -> StoredRegistry {
@@ -369,6 +370,7 @@ fn synced_secret(registry: &StoredRegistry, namespace: &str) -> PullSecretState 
         attempts: 0,
         not_before: Timestamp(0),
         updated_at: Timestamp::now(),
+        refresh_at: None,
     }
 }
 
@@ -547,4 +549,62 @@ async fn sync_outcomes_never_undo_a_newer_rotation(store: SeaStore) {
     deleted.status = SyncStatus::Synced;
     store.record_sync(&[deleted]).await.unwrap();
     assert_eq!(secret_state(&store, &r, "env-a").await, None);
+}
+
+async fn synced_secrets_with_expiring_logins_are_due_at_refresh_at(store: SeaStore) {
+    let r = registry("acme", "Production ECR");
+    insert(&store, &r).await;
+    let now = Timestamp::now();
+    let hour = 3_600_000_000;
+    // env-a: a static login; env-b: a token refreshed in 6 hours; env-c: a
+    // token whose refresh time has passed.
+    for (container, namespace, refresh_at) in [
+        ("api", "env-a", None),
+        ("web", "env-b", Some(Timestamp(now.0 + 6 * hour))),
+        ("job", "env-c", Some(Timestamp(now.0 - 1))),
+    ] {
+        let secret = PullSecretState {
+            refresh_at,
+            ..synced_secret(&r, namespace)
+        };
+        store
+            .record_usage(
+                &usage(&r, container, namespace),
+                Some(&secret),
+                &audit("deployment.prepare", &r),
+            )
+            .await
+            .unwrap();
+    }
+    let stored = store
+        .pull_secret(&r.registry.id, "k8s", "env-b")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.refresh_at, Some(Timestamp(now.0 + 6 * hour)));
+    assert_eq!(
+        store
+            .pull_secret(&r.registry.id, "k8s", "env-a")
+            .await
+            .unwrap()
+            .unwrap()
+            .refresh_at,
+        None
+    );
+
+    let due = store.due_pull_secrets(now, 10).await.unwrap();
+    assert_eq!(due.iter().map(|s| s.namespace.as_str()).collect::<Vec<_>>(), ["env-c"]);
+    assert!(due[0].is_synced());
+
+    // The sync re-applies it with a fresh token: due again only later.
+    let refreshed = PullSecretState {
+        refresh_at: Some(Timestamp(now.0 + 6 * hour)),
+        ..due[0].clone()
+    };
+    store.record_sync(&[refreshed]).await.unwrap();
+    assert!(store.due_pull_secrets(now, 10).await.unwrap().is_empty());
+    let later = store.due_pull_secrets(Timestamp(now.0 + 7 * hour), 10).await.unwrap();
+    let mut namespaces: Vec<_> = later.iter().map(|s| s.namespace.as_str()).collect();
+    namespaces.sort_unstable();
+    assert_eq!(namespaces, ["env-b", "env-c"]);
 }

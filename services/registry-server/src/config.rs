@@ -31,6 +31,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// The pull Secret sync loop (rotation fan-out, deletion).
     pub sync: SyncConfig,
+    /// Amazon ECR token exchanges.
+    pub ecr: EcrConfig,
     /// Orchestrator targets by name, as `PrepareDeployment` names them.
     pub targets: BTreeMap<String, TargetConfig>,
 }
@@ -47,6 +49,7 @@ impl fmt::Debug for Config {
             .field("log", &self.log)
             .field("limits", &self.limits)
             .field("sync", &self.sync)
+            .field("ecr", &self.ecr)
             .field("targets", &self.targets)
             .finish()
     }
@@ -64,6 +67,7 @@ impl Default for Config {
             log: LogConfig::default(),
             limits: LimitsConfig::default(),
             sync: SyncConfig::default(),
+            ecr: EcrConfig::default(),
             targets: BTreeMap::new(),
         }
     }
@@ -197,6 +201,18 @@ impl Default for SyncConfig {
     }
 }
 
+/// Amazon ECR: registries' own keys and region are exchanged for docker
+/// logins with `GetAuthorizationToken` at Amazon's regional endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EcrConfig {
+    /// Sends ECR API calls here instead (`[ecr] endpoint_url =
+    /// "http://127.0.0.1:PORT"`, env `REGISTRY_ECR__ENDPOINT_URL`): only for
+    /// tests against a local AWS API implementation (moto) or an air-gapped
+    /// mirror of the ECR API. Absent in production.
+    pub endpoint_url: Option<String>,
+}
+
 /// One orchestrator target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
@@ -259,7 +275,7 @@ impl Overrides {
 
 /// Top-level keys the environment may set (`REGISTRY_<KEY>`); other
 /// `REGISTRY_*` variables belong to other tools and are ignored.
-const ENV_KEYS: [&str; 10] = [
+const ENV_KEYS: [&str; 11] = [
     "listen",
     "data_dir",
     "database_url",
@@ -269,6 +285,7 @@ const ENV_KEYS: [&str; 10] = [
     "log",
     "limits",
     "sync",
+    "ecr",
     "targets",
 ];
 
@@ -398,6 +415,13 @@ impl Config {
                 _ => {}
             }
         }
+        if let Some(url) = &self.ecr.endpoint_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return invalid(format!(
+                "ecr.endpoint_url must be an http:// or https:// URL, not {url:?}"
+            ));
+        }
         if self.sync.concurrency == 0 || self.sync.qps < 0.0 || self.sync.interval_ms == 0 {
             return invalid("sync: concurrency and interval_ms must be positive, qps 0 (no cap) or positive".into());
         }
@@ -489,6 +513,17 @@ mod tests {
         let env = [("REGISTRY_LISTEN".to_owned(), "127.0.0.1:6100".to_owned())];
         let config = Config::load_from(None, env, &overrides).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:6200");
+    }
+
+    #[test]
+    fn the_ecr_endpoint_comes_from_the_environment_and_must_be_http() {
+        assert_eq!(Config::default().ecr.endpoint_url, None);
+        let env = [("REGISTRY_ECR__ENDPOINT_URL", "http://127.0.0.1:5000")].map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let config = Config::load_from(None, env, &Overrides::default()).unwrap();
+        assert_eq!(config.ecr.endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
+        let mut bad = Config::default();
+        bad.ecr.endpoint_url = Some("127.0.0.1:5000".into());
+        assert!(bad.validate().unwrap_err().to_string().contains("ecr.endpoint_url"));
     }
 
     #[test]

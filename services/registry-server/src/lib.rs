@@ -15,11 +15,13 @@ use registry_api::auth::{DevelopmentAuth, JwtAuth, JwtKey, JwtSettings};
 use registry_api::{AuthInterceptor, Authenticator, DeployApi, RegistryApi};
 use registry_core::deploy::{DeployStore, Target, Targets};
 use registry_core::deployments::Deployments;
+use registry_core::login::LoginProvider;
 use registry_core::ports::RegistryStore;
 use registry_core::sealer::{SealContext, Sealer};
 use registry_core::service::Registries;
 use registry_core::sync::{SecretSync, SyncSettings, SyncTrigger};
 use registry_crypto::KeyRing;
+use registry_login::{LoginSettings, Logins};
 use registry_proto::v1::deploy_credential_service_server::DeployCredentialServiceServer;
 use registry_proto::v1::registry_service_server::RegistryServiceServer;
 use registry_store::SeaStore;
@@ -166,13 +168,17 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let registries = Registries::new(Arc::new(store.clone()) as Arc<dyn RegistryStore>, Arc::clone(&keys))
         .with_sync(trigger.clone());
     let deploy_store: Arc<dyn DeployStore> = Arc::new(store.clone());
+    let logins: Arc<dyn LoginProvider> = Arc::new(Logins::new(LoginSettings {
+        ecr_endpoint_url: config.ecr.endpoint_url.clone(),
+    }));
     let deployments = Deployments::new(
         registries.clone(),
         Arc::clone(&deploy_store),
         targets.clone(),
         trigger.clone(),
+        Arc::clone(&logins),
     );
-    let secret_sync = SecretSync::new(deploy_store, keys, targets, sync_settings(&config), trigger);
+    let secret_sync = SecretSync::new(deploy_store, keys, targets, sync_settings(&config), trigger, logins);
     let api = RegistryServiceServer::new(RegistryApi::new(registries))
         .max_decoding_message_size(config.limits.max_message_bytes);
     let api = InterceptedService::new(api, AuthInterceptor(Arc::clone(&authenticator)));

@@ -4,6 +4,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261127_000001_registries;
 mod m20261127_000002_deploy;
+mod m20261127_000003_pull_secret_refresh;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261127_000001_registries::Migration),
             Box::new(m20261127_000002_deploy::Migration),
+            Box::new(m20261127_000003_pull_secret_refresh::Migration),
         ]
     }
 }
