@@ -291,6 +291,26 @@ impl Caller {
     }
 }
 
+/// The embedded default in `dir/data` with one Kubernetes target, `k8s`,
+/// whose kubeconfig (written into `dir`) points at the API server at
+/// `api_url`; environments map to `env-{environment}`, and the sync loop
+/// runs every 100 ms.
+pub fn kubernetes_config(dir: &Path, api_url: &str) -> Config {
+    let kubeconfig = write_kubeconfig(dir, api_url);
+    let mut config = default_config(&dir.join("data"));
+    config.targets.insert(
+        "k8s".into(),
+        registry_server::config::TargetConfig::Kubernetes {
+            kubeconfig: Some(kubeconfig),
+            context: None,
+            namespace_template: "env-{environment}".into(),
+            patch_service_accounts: false,
+        },
+    );
+    config.sync.interval_ms = 100;
+    config
+}
+
 /// A kubeconfig file for an API server at `url` (plain http, no auth).
 pub fn write_kubeconfig(dir: &Path, url: &str) -> PathBuf {
     let path = dir.join("kubeconfig");

@@ -9,11 +9,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use registry_e2e::{TestServer, default_config, write_kubeconfig};
+use registry_e2e::{TestServer, kubernetes_config};
 use registry_proto::v1 as pb;
 use registry_proto::v1::credentials::Kind;
 use registry_proto::v1::prepare_deployment_response::Deployment;
-use registry_server::config::TargetConfig;
 use registry_testkit::kube_api::KubeSim;
 use sea_orm::{ConnectionTrait, Database, Statement};
 use tonic::Code;
@@ -38,18 +37,7 @@ async fn start(endpoint: String) -> (KubeSim, TestServer, tempfile::TempDir) {
     let sim = KubeSim::start().await;
     sim.create_namespace("env-production");
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = write_kubeconfig(dir.path(), sim.url());
-    let mut config = default_config(&dir.path().join("data"));
-    config.targets.insert(
-        "k8s".into(),
-        TargetConfig::Kubernetes {
-            kubeconfig: Some(kubeconfig),
-            context: None,
-            namespace_template: "env-{environment}".into(),
-            patch_service_accounts: false,
-        },
-    );
-    config.sync.interval_ms = 100;
+    let mut config = kubernetes_config(dir.path(), sim.url());
     config.ecr.endpoint_url = Some(endpoint);
     let server = TestServer::start_with(config).await.unwrap();
     (sim, server, dir)

@@ -11,7 +11,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use registry_e2e::{Caller, Deployer, TestServer, default_config, write_kubeconfig};
+use registry_e2e::{Caller, Deployer, TestServer, kubernetes_config};
 use registry_proto::v1 as pb;
 use registry_proto::v1::credentials::Kind;
 use registry_proto::v1::prepare_deployment_response::Deployment;
@@ -53,18 +53,7 @@ impl Cluster {
             sim.create_namespace(namespace);
         }
         let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = write_kubeconfig(dir.path(), sim.url());
-        let mut config = default_config(&dir.path().join("data"));
-        config.targets.insert(
-            "k8s".into(),
-            TargetConfig::Kubernetes {
-                kubeconfig: Some(kubeconfig),
-                context: None,
-                namespace_template: "env-{environment}".into(),
-                patch_service_accounts: false,
-            },
-        );
-        config.sync.interval_ms = 100;
+        let mut config = kubernetes_config(dir.path(), sim.url());
         tune(&mut config);
         let server = TestServer::start_with(config.clone()).await.unwrap();
         Self {
