@@ -11,7 +11,7 @@ use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{
     ColumnTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
+    TransactionTrait, UpdateMany,
 };
 
 use crate::entity::{audit_events, pull_secrets, registries, usages};
@@ -142,6 +142,17 @@ fn secret_key(usage: &Usage) -> Option<(&RegistryId, &str, &str)> {
     ))
 }
 
+/// An update that makes pull Secrets want `revision` (0: deletion) now:
+/// pending, due at once, attempts reset. The caller adds the filters.
+pub(crate) fn wanting(revision: i64) -> UpdateMany<pull_secrets::Entity> {
+    use pull_secrets::Column;
+    pull_secrets::Entity::update_many()
+        .col_expr(Column::DesiredRevision, Expr::value(revision))
+        .col_expr(Column::Status, Expr::value(SyncStatus::Pending.as_str()))
+        .col_expr(Column::NotBefore, Expr::value(0i64))
+        .col_expr(Column::Attempts, Expr::value(0i32))
+}
+
 /// Marks a pull Secret for deletion when no usage needs it any more.
 async fn collect_if_unused(txn: &DatabaseTransaction, key: (&RegistryId, &str, &str)) -> Result<(), StoreError> {
     let (registry_id, target, namespace) = key;
@@ -153,11 +164,7 @@ async fn collect_if_unused(txn: &DatabaseTransaction, key: (&RegistryId, &str, &
         .await
         .map_err(unavailable)?;
     if users == 0 {
-        pull_secrets::Entity::update_many()
-            .col_expr(pull_secrets::Column::DesiredRevision, Expr::value(0i64))
-            .col_expr(pull_secrets::Column::Status, Expr::value(SyncStatus::Pending.as_str()))
-            .col_expr(pull_secrets::Column::NotBefore, Expr::value(0i64))
-            .col_expr(pull_secrets::Column::Attempts, Expr::value(0i32))
+        wanting(0)
             .filter(pull_secrets::Column::RegistryId.eq(registry_id.as_str()))
             .filter(pull_secrets::Column::Target.eq(target))
             .filter(pull_secrets::Column::Namespace.eq(namespace))

@@ -302,14 +302,7 @@ impl RegistryStore for SeaStore {
         match updated {
             Ok(result) if result.rows_affected == 1 => {
                 // A rotation: every pull Secret of the registry wants it now.
-                pull_secrets::Entity::update_many()
-                    .col_expr(
-                        pull_secrets::Column::DesiredRevision,
-                        Expr::value(r.credential_revision),
-                    )
-                    .col_expr(pull_secrets::Column::Status, Expr::value("pending"))
-                    .col_expr(pull_secrets::Column::NotBefore, Expr::value(0i64))
-                    .col_expr(pull_secrets::Column::Attempts, Expr::value(0i32))
+                deploy::wanting(r.credential_revision)
                     .filter(pull_secrets::Column::RegistryId.eq(r.id.as_str()))
                     .filter(pull_secrets::Column::DesiredRevision.ne(0i64))
                     .filter(pull_secrets::Column::DesiredRevision.lt(r.credential_revision))
@@ -377,10 +370,7 @@ impl RegistryStore for SeaStore {
                 .exec(&txn)
                 .await
                 .map_err(unavailable)?;
-            pull_secrets::Entity::update_many()
-                .col_expr(pull_secrets::Column::DesiredRevision, Expr::value(0i64))
-                .col_expr(pull_secrets::Column::Status, Expr::value("pending"))
-                .col_expr(pull_secrets::Column::NotBefore, Expr::value(0i64))
+            deploy::wanting(0)
                 .filter(pull_secrets::Column::RegistryId.eq(id.as_str()))
                 .exec(&txn)
                 .await
