@@ -3,16 +3,23 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use futures::{Stream, StreamExt};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{LocalObjectReference, Namespace, ObjectReference, Secret, ServiceAccount};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::ResourceExt;
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions, WatchEvent, WatchParams,
+};
 use kube::core::Status;
-use registry_testkit::kube_api::{KubeSim, SEED_MANAGER, Verb};
+use kube::runtime::watcher;
+use registry_testkit::kube_api::{KubeSim, RequestMatch, SEED_MANAGER, Verb};
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 const NS: &str = "env-production";
 const MANAGER: &str = "registry-service";
@@ -760,4 +767,628 @@ async fn version_endpoint_answers() {
     let sim = sim().await;
     let info = sim.client().apiserver_version().await.unwrap();
     assert_eq!(info.major, "1");
+}
+
+// ---------------------------------------------------------------------------
+// Watches
+// ---------------------------------------------------------------------------
+
+/// How long a test waits for something the server must do; only a failing
+/// test ever waits this long.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+async fn within<F: Future>(what: &str, future: F) -> F::Output {
+    tokio::time::timeout(PATIENCE, future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+type WatcherEvents = mpsc::UnboundedReceiver<Result<watcher::Event<Secret>, watcher::Error>>;
+
+/// Runs a kube-runtime watcher on its own task, so it keeps making requests
+/// while the test waits on a hold.
+fn spawn_watcher(api: Api<Secret>, config: watcher::Config) -> WatcherEvents {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(watcher(api, config));
+        while let Some(event) = stream.next().await {
+            if sender.send(event).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+fn describe_watcher_event(event: &Result<watcher::Event<Secret>, watcher::Error>) -> String {
+    match event {
+        Ok(event) => event.to_string(),
+        Err(watcher::Error::WatchError(status)) => format!("WatchError({})", status.code),
+        Err(error) => format!("Error({error})"),
+    }
+}
+
+/// The next watcher events, described (`Init`, `InitApply(name)`,
+/// `Apply(name)`, `Delete(name)`, `InitDone`, `WatchError(410)`), which must
+/// be `expected`; returns the events.
+async fn expect_watcher(
+    events: &mut WatcherEvents,
+    expected: &[&str],
+) -> Vec<Result<watcher::Event<Secret>, watcher::Error>> {
+    let mut seen = Vec::new();
+    for _ in expected {
+        seen.push(
+            within("a watcher event", events.recv())
+                .await
+                .expect("the watcher runs"),
+        );
+    }
+    let described: Vec<String> = seen.iter().map(describe_watcher_event).collect();
+    assert_eq!(described, expected);
+    seen
+}
+
+fn describe<K: kube::Resource>(event: &WatchEvent<K>) -> String {
+    let object = |kind: &str, object: &K| {
+        let version = object.meta().resource_version.clone().unwrap_or_default();
+        format!("{kind} {} {version}", object.name_any())
+    };
+    match event {
+        WatchEvent::Added(added) => object("ADDED", added),
+        WatchEvent::Modified(modified) => object("MODIFIED", modified),
+        WatchEvent::Deleted(deleted) => object("DELETED", deleted),
+        WatchEvent::Bookmark(bookmark) => format!("BOOKMARK {}", bookmark.metadata.resource_version),
+        WatchEvent::Error(status) => format!("ERROR {} {}", status.code, status.reason),
+    }
+}
+
+/// The next `n` events of a raw watch stream, described.
+async fn next_events<K: kube::Resource>(
+    stream: &mut (impl Stream<Item = kube::Result<WatchEvent<K>>> + Unpin),
+    n: usize,
+) -> Vec<String> {
+    let mut described = Vec::new();
+    for _ in 0..n {
+        let event = within("a watch event", stream.next()).await;
+        described.push(describe(&event.expect("the stream is open").expect("a watch event")));
+    }
+    described
+}
+
+/// Every remaining event of a raw watch stream, described, until it ends.
+async fn rest_of<K: kube::Resource>(stream: impl Stream<Item = kube::Result<WatchEvent<K>>>) -> Vec<String> {
+    let events: Vec<_> = within("the end of the watch", stream.collect()).await;
+    events
+        .into_iter()
+        .map(|event| describe(&event.expect("a watch event")))
+        .collect()
+}
+
+fn labelled(name: &str, labels: &[(&str, &str)]) -> Secret {
+    pull_secret(name, docker_config("u", "p"), labels)
+}
+
+fn no_bookmarks() -> WatchParams {
+    WatchParams::default().disable_bookmarks()
+}
+
+#[tokio::test]
+async fn a_watcher_follows_a_label_selector() {
+    let sim = sim().await;
+    let selector = format!("{MANAGED_BY}={MANAGER}");
+    sim.seed_secret(NS, &labelled("seeded", &[(MANAGED_BY, MANAGER)]));
+    sim.seed_secret(NS, &labelled("theirs", &[("app", "web")]));
+    let api = secrets(&sim, NS);
+    let mut events = spawn_watcher(api.clone(), watcher::Config::default().labels(&selector));
+    expect_watcher(&mut events, &["Init", "InitApply(seeded)", "InitDone"]).await;
+
+    let created = apply(&api, "ghcr-creds", &docker_config("u", "p"), MANAGER)
+        .await
+        .unwrap();
+    let rotated = apply(&api, "ghcr-creds", &docker_config("u", "p2"), MANAGER)
+        .await
+        .unwrap();
+    let seen = expect_watcher(&mut events, &["Apply(ghcr-creds)", "Apply(ghcr-creds)"]).await;
+    let versions: Vec<String> = seen
+        .iter()
+        .map(|event| match event {
+            Ok(watcher::Event::Apply(secret)) => version(secret),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(versions, [version(&created), version(&rotated)]);
+
+    // Labels move objects in and out of the selection.
+    let join = json!({"metadata": {"labels": {MANAGED_BY: MANAGER}}});
+    api.patch("theirs", &PatchParams::default(), &Patch::Merge(&join))
+        .await
+        .unwrap();
+    let leave = json!({"metadata": {"labels": {MANAGED_BY: null}}});
+    let left = api
+        .patch("seeded", &PatchParams::default(), &Patch::Merge(&leave))
+        .await
+        .unwrap();
+    let seen = expect_watcher(&mut events, &["Apply(theirs)", "Delete(seeded)"]).await;
+    let Ok(watcher::Event::Delete(deleted)) = &seen[1] else {
+        unreachable!("checked above")
+    };
+    assert_eq!(version(deleted), version(&left), "under the version that moved it out");
+    assert_eq!(
+        deleted.labels()[MANAGED_BY],
+        MANAGER,
+        "the last state the selection saw"
+    );
+
+    // Changes outside the selection are not seen; deletions inside are.
+    let outside = json!({"metadata": {"annotations": {"note": "unseen"}}});
+    api.patch("seeded", &PatchParams::default(), &Patch::Merge(&outside))
+        .await
+        .unwrap();
+    api.delete("ghcr-creds", &DeleteParams::default()).await.unwrap();
+    expect_watcher(&mut events, &["Delete(ghcr-creds)"]).await;
+    assert_eq!(sim.stats().count(Verb::Watch, "secrets"), 1);
+    assert_eq!(sim.stats().count(Verb::List, "secrets"), 1);
+}
+
+#[tokio::test]
+async fn a_watch_from_a_resource_version_replays_exactly_the_later_events() {
+    let sim = sim().await;
+    let api = secrets(&sim, NS);
+    let a = api.create(&PostParams::default(), &labelled("a", &[])).await.unwrap();
+    let start = version(&a);
+    let b = api.create(&PostParams::default(), &labelled("b", &[])).await.unwrap();
+    let relabel = json!({"metadata": {"labels": {"x": "1"}}});
+    let a2 = api
+        .patch("a", &PatchParams::default(), &Patch::Merge(&relabel))
+        .await
+        .unwrap();
+    // A write that changes nothing keeps its version and emits nothing.
+    let same = api
+        .patch("a", &PatchParams::default(), &Patch::Merge(&relabel))
+        .await
+        .unwrap();
+    assert_eq!(version(&same), version(&a2));
+    api.delete("b", &DeleteParams::default()).await.unwrap();
+    let deleted = sim.resource_version().to_string();
+
+    let mut replay = api.watch(&no_bookmarks(), &start).await.unwrap().boxed();
+    let mut only_b = api
+        .watch(&no_bookmarks().fields("metadata.name=b"), &start)
+        .await
+        .unwrap()
+        .boxed();
+    let mut current = api.watch(&no_bookmarks(), "0").await.unwrap().boxed();
+    assert_eq!(
+        next_events(&mut replay, 3).await,
+        [
+            format!("ADDED b {}", version(&b)),
+            format!("MODIFIED a {}", version(&a2)),
+            format!("DELETED b {deleted}"),
+        ]
+    );
+    assert_eq!(
+        next_events(&mut only_b, 2).await,
+        [format!("ADDED b {}", version(&b)), format!("DELETED b {deleted}")]
+    );
+    // From "0": the current state, as synthetic additions.
+    assert_eq!(
+        next_events(&mut current, 1).await,
+        [format!("ADDED a {}", version(&a2))]
+    );
+
+    // Nothing else was pending: the next event of each is a later write.
+    let again = api.create(&PostParams::default(), &labelled("b", &[])).await.unwrap();
+    let added = format!("ADDED b {}", version(&again));
+    for stream in [&mut replay, &mut only_b, &mut current] {
+        assert_eq!(next_events(stream, 1).await, [added.as_str()]);
+    }
+
+    let future = api.watch(&no_bookmarks(), "1000000").await.map(|_| ());
+    let too_new = api_error(future);
+    assert_eq!((too_new.code, too_new.reason.as_str()), (504, "Timeout"));
+}
+
+#[tokio::test]
+async fn list_pages_and_a_watch_from_their_version_see_each_change_once() {
+    let sim = sim().await;
+    let api = secrets(&sim, NS);
+    for name in ["a", "c"] {
+        api.create(&PostParams::default(), &labelled(name, &[])).await.unwrap();
+    }
+    let first = api.list(&ListParams::default().limit(1)).await.unwrap();
+    let listed_at = first.metadata.resource_version.clone().unwrap();
+    let token = first.metadata.continue_.clone().unwrap();
+
+    // Changes between the pages: the rest of the list is still the
+    // snapshot of the first page, and the watch from it sees the changes.
+    let b = api.create(&PostParams::default(), &labelled("b", &[])).await.unwrap();
+    api.delete("c", &DeleteParams::default()).await.unwrap();
+    let rest = api
+        .list(&ListParams::default().limit(1).continue_token(&token))
+        .await
+        .unwrap();
+    let names: Vec<String> = rest.items.iter().map(ResourceExt::name_any).collect();
+    assert_eq!(names, ["c"]);
+    assert_eq!(rest.metadata.resource_version.as_deref(), Some(listed_at.as_str()));
+    let mut stream = api.watch(&no_bookmarks(), &listed_at).await.unwrap().boxed();
+    assert_eq!(
+        next_events(&mut stream, 2).await,
+        [
+            format!("ADDED b {}", version(&b)),
+            format!("DELETED c {}", sim.resource_version()),
+        ]
+    );
+
+    // A snapshot older than the history is gone.
+    sim.compact();
+    let expired = api_error(api.list(&ListParams::default().limit(1).continue_token(&token)).await);
+    assert_eq!((expired.code, expired.reason.as_str()), (410, "Expired"));
+}
+
+#[tokio::test]
+async fn after_a_compaction_an_old_watch_is_expired_and_the_watcher_relists() {
+    let sim = sim().await;
+    let api = secrets(&sim, NS);
+    let selector = format!("{MANAGED_BY}={MANAGER}");
+    let first = apply(&api, "first", &docker_config("u", "p"), MANAGER).await.unwrap();
+    apply(&api, "second", &docker_config("u", "p"), MANAGER).await.unwrap();
+
+    sim.compact();
+    let stream = api.watch(&no_bookmarks(), &version(&first)).await.unwrap();
+    assert_eq!(
+        rest_of(stream).await,
+        ["ERROR 410 Expired"],
+        "one ERROR event, then the end"
+    );
+    let current = sim.resource_version().to_string();
+    let mut stream = api.watch(&no_bookmarks(), &current).await.unwrap().boxed();
+    apply(&api, "third", &docker_config("u", "p"), MANAGER).await.unwrap();
+    assert_eq!(
+        next_events(&mut stream, 1).await.len(),
+        1,
+        "the current version is kept"
+    );
+
+    // The watcher lists, then its watch is parked while the history moves
+    // on and is compacted: the watch from the listed version expires.
+    let hold = sim.hold(RequestMatch::any().verb(Verb::Watch).resource("secrets"));
+    let mut events = spawn_watcher(api.clone(), watcher::Config::default().labels(&selector));
+    expect_watcher(
+        &mut events,
+        &[
+            "Init",
+            "InitApply(first)",
+            "InitApply(second)",
+            "InitApply(third)",
+            "InitDone",
+        ],
+    )
+    .await;
+    within("the parked watch", hold.arrived(1)).await;
+    apply(&api, "fourth", &docker_config("u", "p"), MANAGER).await.unwrap();
+    sim.compact();
+    hold.release();
+    expect_watcher(
+        &mut events,
+        &[
+            "WatchError(410)",
+            "Init",
+            "InitApply(first)",
+            "InitApply(fourth)",
+            "InitApply(second)",
+            "InitApply(third)",
+            "InitDone",
+        ],
+    )
+    .await;
+    apply(&api, "fifth", &docker_config("u", "p"), MANAGER).await.unwrap();
+    expect_watcher(&mut events, &["Apply(fifth)"]).await;
+    // Our two raw watches, the expired one, the one after the re-list.
+    assert_eq!(sim.stats().count(Verb::Watch, "secrets"), 4);
+    assert_eq!(sim.stats().count(Verb::List, "secrets"), 2);
+}
+
+#[tokio::test]
+async fn streaming_lists_end_the_initial_events_with_a_bookmark() {
+    let sim = sim().await;
+    let api = secrets(&sim, NS);
+    sim.seed_secret(NS, &labelled("a", &[]));
+    let mut events = spawn_watcher(api.clone(), watcher::Config::default().streaming_lists());
+    expect_watcher(&mut events, &["Init", "InitApply(a)", "InitDone"]).await;
+    api.create(&PostParams::default(), &labelled("b", &[])).await.unwrap();
+    expect_watcher(&mut events, &["Apply(b)"]).await;
+    assert_eq!(sim.stats().count(Verb::List, "secrets"), 0, "no list at all");
+}
+
+#[tokio::test]
+async fn deleting_a_namespace_deletes_each_object_then_the_namespace() {
+    let sim = sim().await;
+    let staging = "env-staging";
+    sim.create_namespace(staging);
+    sim.seed_secret(staging, &labelled("a", &[]));
+    sim.seed_secret(staging, &labelled("b", &[]));
+    sim.seed_secret(NS, &labelled("elsewhere", &[]));
+    let start = sim.resource_version();
+    let mut secrets_there = secrets(&sim, staging)
+        .watch(&no_bookmarks(), &start.to_string())
+        .await
+        .unwrap()
+        .boxed();
+    let mut all_accounts = Api::<ServiceAccount>::all(sim.client())
+        .watch(&no_bookmarks(), &start.to_string())
+        .await
+        .unwrap()
+        .boxed();
+    let mut namespaces = Api::<Namespace>::all(sim.client())
+        .watch(&no_bookmarks(), &start.to_string())
+        .await
+        .unwrap()
+        .boxed();
+
+    assert!(sim.delete_namespace(staging));
+    assert_eq!(
+        next_events(&mut secrets_there, 2).await,
+        [format!("DELETED a {}", start + 1), format!("DELETED b {}", start + 2)]
+    );
+    assert_eq!(
+        next_events(&mut all_accounts, 1).await,
+        [format!("DELETED default {}", start + 3)]
+    );
+    assert_eq!(
+        next_events(&mut namespaces, 1).await,
+        [format!("DELETED {staging} {}", start + 4)]
+    );
+    assert_eq!(sim.resource_version(), start + 4);
+    assert!(sim.secret(NS, "elsewhere").is_some());
+}
+
+#[tokio::test]
+async fn bookmarks_come_when_asked_and_timeout_seconds_ends_the_stream() {
+    let sim = sim().await;
+    let api = secrets(&sim, NS);
+    sim.set_bookmark_interval(Duration::from_millis(10));
+    let start = sim.resource_version();
+    let mut stream = api
+        .watch(&WatchParams::default(), &start.to_string())
+        .await
+        .unwrap()
+        .boxed();
+    assert_eq!(next_events(&mut stream, 1).await, [format!("BOOKMARK {start}")]);
+    let created = api.create(&PostParams::default(), &labelled("s", &[])).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.last().is_none_or(|event: &String| !event.starts_with("ADDED")) {
+        seen.extend(next_events(&mut stream, 1).await);
+    }
+    assert_eq!(seen.last().unwrap(), &format!("ADDED s {}", version(&created)));
+    // Bookmarks move on with the versions.
+    assert_eq!(
+        next_events(&mut stream, 1).await,
+        [format!("BOOKMARK {}", version(&created))]
+    );
+
+    // `timeoutSeconds` ends the stream, with a last bookmark when asked.
+    sim.set_bookmark_interval(Duration::ZERO);
+    let now = sim.resource_version().to_string();
+    let started = Instant::now();
+    let quiet = api.watch(&no_bookmarks().timeout(1), &now).await.unwrap();
+    let marked = api.watch(&WatchParams::default().timeout(1), &now).await.unwrap();
+    let (quiet, marked) = tokio::join!(rest_of(quiet), rest_of(marked));
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert!(quiet.is_empty(), "{quiet:?}");
+    assert_eq!(marked, [format!("BOOKMARK {now}")]);
+}
+
+#[tokio::test]
+async fn a_watcher_rewatches_from_its_version_after_a_timeout() {
+    let sim = sim().await;
+    let api = secrets(&sim, NS);
+    let hold = sim.hold(RequestMatch::any().verb(Verb::Watch));
+    let mut events = spawn_watcher(api.clone(), watcher::Config::default().timeout(1));
+    expect_watcher(&mut events, &["Init", "InitDone"]).await;
+    within("the first watch", hold.arrived(1)).await;
+    assert!(hold.release_one());
+    // The first watch times out after a second; the watcher watches again.
+    within("the second watch", hold.arrived(2)).await;
+    api.create(&PostParams::default(), &labelled("s", &[])).await.unwrap();
+    hold.release();
+    expect_watcher(&mut events, &["Apply(s)"]).await;
+    assert_eq!(sim.stats().count(Verb::List, "secrets"), 1, "no re-list");
+}
+
+#[tokio::test]
+async fn watches_pass_admission_and_break_with_the_server() {
+    let sim = sim().await;
+    let api = secrets(&sim, NS);
+    sim.seed_secret(NS, &labelled("s", &[]));
+
+    sim.inject_429(1, 3);
+    let throttled = api_error(api.watch(&no_bookmarks(), "0").await.map(|_| ()));
+    assert_eq!(throttled.code, 429);
+    sim.forbid_namespace(NS);
+    let forbidden = api_error(api.watch(&no_bookmarks(), "0").await.map(|_| ()));
+    assert_eq!(forbidden.code, 403);
+    sim.allow_namespace(NS);
+
+    let mut stream = api.watch(&no_bookmarks(), "0").await.unwrap().boxed();
+    assert_eq!(next_events(&mut stream, 1).await.len(), 1);
+    let stats = sim.stats();
+    assert_eq!((stats.open_watches, stats.count(Verb::Watch, "secrets")), (1, 3));
+    assert_eq!((stats.writes(), stats.total()), (0, 3), "watches are not writes");
+
+    sim.set_unreachable(true);
+    match within("the broken stream", stream.next()).await {
+        None | Some(Err(_)) => {}
+        Some(Ok(event)) => panic!("the stream went on: {}", describe(&event)),
+    }
+    assert!(api.watch(&no_bookmarks(), "0").await.is_err());
+    sim.set_unreachable(false);
+
+    let mut stream = api.watch(&no_bookmarks(), "0").await.unwrap().boxed();
+    assert_eq!(next_events(&mut stream, 1).await.len(), 1);
+    within("the shutdown", sim.shutdown()).await;
+    match within("the end of the stream", stream.next()).await {
+        None | Some(Err(_)) => {}
+        Some(Ok(event)) => panic!("the stream went on: {}", describe(&event)),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Holds
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_hold_parks_a_patch_until_released() {
+    let sim = sim().await;
+    let api = secrets(&sim, NS);
+    let original = apply(&api, "s", &docker_config("u", "p"), MANAGER).await.unwrap();
+    let hold = sim.hold(
+        RequestMatch::any()
+            .verb(Verb::Patch)
+            .resource("secrets")
+            .namespace(NS)
+            .name("s"),
+    );
+
+    let patch = tokio::spawn({
+        let api = api.clone();
+        async move { apply(&api, "s", &docker_config("u", "p2"), MANAGER).await }
+    });
+    within("the parked patch", hold.arrived(1)).await;
+    assert_eq!(hold.parked(), 1);
+    let stats = sim.stats();
+    assert_eq!(
+        (stats.in_flight, stats.in_flight_writes),
+        (1, 1),
+        "parked counts as in flight"
+    );
+    let stored = sim.secret(NS, "s").unwrap();
+    assert_eq!(
+        (version(&stored), data(&stored, ".dockerconfigjson")),
+        (version(&original), docker_config("u", "p"))
+    );
+    // Requests the hold does not select pass meanwhile.
+    assert_eq!(version(&api.get("s").await.unwrap()), version(&original));
+    apply(&api, "other", &docker_config("u", "p"), MANAGER).await.unwrap();
+
+    hold.release();
+    let patched = within("the released patch", patch).await.unwrap().unwrap();
+    assert_eq!(data(&patched, ".dockerconfigjson"), docker_config("u", "p2"));
+    assert_eq!(
+        data(&sim.secret(NS, "s").unwrap(), ".dockerconfigjson"),
+        docker_config("u", "p2")
+    );
+    // Released means uninstalled: later patches pass.
+    apply(&api, "s", &docker_config("u", "p3"), MANAGER).await.unwrap();
+    assert_eq!(hold.arrivals(), 1);
+}
+
+#[tokio::test]
+async fn release_one_lets_parked_requests_go_in_arrival_order() {
+    let sim = sim().await;
+    let api = secrets(&sim, NS);
+    let hold = sim.hold(RequestMatch::any().verb(Verb::Create).name("s"));
+    let create = |user: &'static str| {
+        let api = api.clone();
+        tokio::spawn(async move {
+            api.create(&PostParams::default(), &pull_secret("s", docker_config(user, "p"), &[]))
+                .await
+        })
+    };
+    let first = create("first");
+    within("the first create", hold.arrived(1)).await;
+    let second = create("second");
+    within("the second create", hold.arrived(2)).await;
+
+    assert!(hold.release_one());
+    within("the first create", first).await.unwrap().unwrap();
+    assert_eq!(hold.parked(), 1);
+    assert_eq!(
+        data(&sim.secret(NS, "s").unwrap(), ".dockerconfigjson"),
+        docker_config("first", "p")
+    );
+    assert!(hold.release_one());
+    let conflict = api_error(within("the second create", second).await.unwrap());
+    assert_eq!((conflict.code, conflict.reason.as_str()), (409, "AlreadyExists"));
+    assert!(!hold.release_one());
+}
+
+#[tokio::test]
+async fn a_hold_never_released_times_the_client_out_while_other_namespaces_answer() {
+    let sim = sim().await;
+    let staging = "env-staging";
+    sim.create_namespace(staging);
+    let mut config = sim.config();
+    config.read_timeout = Some(Duration::from_millis(200));
+    let client = kube::Client::try_from(config).unwrap();
+    let hung = sim.hold(RequestMatch::any().namespace(NS));
+
+    let api: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let started = Instant::now();
+    let error = within("the client's timeout", api.get("s")).await.unwrap_err();
+    assert!(!matches!(error, kube::Error::Api(_)), "no answer, a timeout: {error:?}");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert_eq!(hung.arrivals(), 1);
+
+    let elsewhere: Api<Secret> = Api::namespaced(client, staging);
+    elsewhere
+        .create(&PostParams::default(), &labelled("s", &[]))
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.list(&ListParams::default()).await.unwrap().items.len(), 1);
+}
+
+// ---------------------------------------------------------------------------
+// The write log
+// ---------------------------------------------------------------------------
+
+fn client_as(sim: &KubeSim, agent: &'static str) -> kube::Client {
+    let mut config = sim.config();
+    config
+        .headers
+        .push((http::header::USER_AGENT, http::HeaderValue::from_static(agent)));
+    kube::Client::try_from(config).unwrap()
+}
+
+#[tokio::test]
+async fn the_write_log_names_the_client_and_the_stored_object() {
+    let sim = sim().await;
+    sim.seed_secret(NS, &labelled("s", &[]));
+    let ours: Api<Secret> = Api::namespaced(client_as(&sim, "registry-service/1.0"), NS);
+    let theirs: Api<Secret> = Api::namespaced(client_as(&sim, "kubectl/v1.34.0"), NS);
+    let annotate = |revision: &str| json!({"metadata": {"annotations": {"registry/revision": revision}}});
+
+    ours.patch("s", &PatchParams::default(), &Patch::Merge(annotate("1")))
+        .await
+        .unwrap();
+    let second = theirs
+        .patch("s", &PatchParams::default(), &Patch::Merge(annotate("2")))
+        .await
+        .unwrap();
+    let stale = json!({"metadata": {"resourceVersion": "1", "annotations": {"registry/revision": "3"}}});
+    api_error(ours.patch("s", &PatchParams::default(), &Patch::Merge(stale)).await);
+    theirs.delete("s", &DeleteParams::default()).await.unwrap();
+
+    let log = sim.write_log();
+    let entries: Vec<(Option<&str>, u16, Option<&str>)> = log
+        .iter()
+        .map(|write| {
+            let revision = write
+                .object
+                .as_ref()
+                .and_then(|object| object.pointer("/metadata/annotations/registry~1revision")?.as_str());
+            (write.user_agent.as_deref(), write.code, revision)
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            (Some("registry-service/1.0"), 200, Some("1")),
+            (Some("kubectl/v1.34.0"), 200, Some("2")),
+            (Some("registry-service/1.0"), 409, None),
+            (Some("kubectl/v1.34.0"), 200, None),
+        ]
+    );
+    let stored = log[1].object.as_ref().unwrap();
+    assert_eq!(stored["kind"], "Secret");
+    assert_eq!(stored["metadata"]["resourceVersion"], version(&second).as_str());
 }

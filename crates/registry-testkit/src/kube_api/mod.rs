@@ -8,17 +8,23 @@
 //!
 //! | resource | paths | verbs |
 //! |---|---|---|
-//! | namespaces | `/api/v1/namespaces[/{name}]` | get, list; writes are `403 Forbidden` (least-privilege RBAC) |
-//! | secrets, serviceaccounts | `/api/v1/namespaces/{ns}/{resource}[/{name}]` | get, list, create, update, patch, delete, deletecollection |
-//! | secrets, serviceaccounts | `/api/v1/{resource}` | list across namespaces |
+//! | namespaces | `/api/v1/namespaces[/{name}]` | get, list, watch; writes are `403 Forbidden` (least-privilege RBAC) |
+//! | secrets, serviceaccounts | `/api/v1/namespaces/{ns}/{resource}[/{name}]` | get, list, watch, create, update, patch, delete, deletecollection |
+//! | secrets, serviceaccounts | `/api/v1/{resource}` | list and watch across namespaces |
 //! | — | `/version` | the server version |
 //!
 //! # What is modelled
 //!
 //! - **Storage**: every object gets `metadata.uid`, `creationTimestamp` and a
-//!   `resourceVersion` from one global counter bumped by every write (deletes
-//!   included); a write that changes nothing (same object, same owners) is
-//!   not stored and keeps its `resourceVersion`, as on a real server.
+//!   `resourceVersion` from one global counter bumped by every change —
+//!   deletes included, and each object a deletecollection or a namespace
+//!   deletion removes gets its own; a write that changes nothing (same
+//!   object, same owners) is not stored and keeps its `resourceVersion`, as
+//!   on a real server. Every change, the test's own ([`KubeSim::seed_secret`],
+//!   [`KubeSim::create_namespace`], [`KubeSim::delete_namespace`]) included,
+//!   is an event in a bounded history (the last 10 000, see
+//!   [`KubeSim::set_history_limit`]); [`KubeSim::compact`] drops it all, as a
+//!   compaction of the storage would.
 //! - **Decoding**: bodies are decoded into the k8s-openapi types and back, so
 //!   type errors and bad base64 are `400 BadRequest` and unknown fields are
 //!   dropped; `null`, empty maps and empty lists are omitted (Go's
@@ -58,7 +64,28 @@
 //! - **List**: `labelSelector` (`k=v`, `k==v`, `k!=v`, `k`, `!k`,
 //!   `k in (a,b)`, `k notin (a,b)`, comma-joined), `fieldSelector`
 //!   (`metadata.name`, `metadata.namespace`, and `type` for Secrets),
-//!   `limit` and `continue` paging with `remainingItemCount`.
+//!   `limit` and `continue` paging with `remainingItemCount`. The list's
+//!   `metadata.resourceVersion` is the revision it shows; continued pages
+//!   serve the snapshot of the first page (rolled back through the history)
+//!   under its version, so a watch from it misses and repeats nothing; a
+//!   snapshot older than the history is `410 Expired`.
+//! - **Watch** (`watch=true`): a streamed `200` of newline-delimited
+//!   `WatchEvent`s (`ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK`, `ERROR`),
+//!   objects rendered like a `GET`. `resourceVersion` absent or `0`:
+//!   synthetic `ADDED` events for the current objects, then the changes; a
+//!   version: every later change, from the history; one older than the
+//!   history: a single `ERROR` event with a `410 Expired` Status, then the
+//!   end (kube-runtime's watcher re-lists); one newer than any handed out:
+//!   `504` with cause `ResourceVersionTooLarge`. `sendInitialEvents=true`
+//!   (with `resourceVersionMatch=NotOlderThan` and bookmarks, else `422`)
+//!   ends the synthetic events with a bookmark annotated
+//!   `k8s.io/initial-events-end`. Label and field selectors filter with the
+//!   watch cache's semantics: a modification that moves an object out of the
+//!   selection is a `DELETED` of its previous state under the new version,
+//!   one that moves it in an `ADDED`. `allowWatchBookmarks=true`: a
+//!   `BOOKMARK` (kind, apiVersion, `metadata.resourceVersion` only) every
+//!   [`KubeSim::set_bookmark_interval`] and when the stream ends;
+//!   `timeoutSeconds=N` ends the stream after N seconds.
 //! - **Validation** (`422 Invalid`, with causes): names are DNS-1123
 //!   subdomains (labels for namespaces); label keys and values and
 //!   annotation keys are checked; Secret data keys are config keys, data is at
@@ -75,34 +102,58 @@
 //!
 //! # Faults and observations
 //!
-//! The test can add latency to writes (and reads) with `tokio::time::sleep`
-//! — requests still run concurrently —, answer `429 TooManyRequests` with
+//! The test can add latency to writes (and reads, watches included) —
+//! requests still run concurrently —, answer `429 TooManyRequests` with
 //! `Retry-After` (and `details.retryAfterSeconds`) to the next N requests or
 //! to every k-th, forbid namespaces (`403` for any request in them), and make
 //! the server unreachable (new connections are closed at once, kept-alive
-//! ones break on their next request). Injected 429s and 403s come before the
-//! latency, like API Priority and Fairness and RBAC in front of the storage.
-//! It can read counters per verb and resource, the peak number of write
-//! requests in flight, a log of every write with its arrival time and
-//! status, and any stored object.
+//! ones break on their next request, open watch streams break at once;
+//! [`KubeSim::shutdown`] ends the watch streams).
+//! Injected 429s and 403s come before the latency, like API Priority and
+//! Fairness and RBAC in front of the storage; watches pass them at their
+//! start like any request.
+//!
+//! [`KubeSim::hold`] parks the requests a [`RequestMatch`] selects, after
+//! the 429s and 403s and before the latency and the storage, until the
+//! [`Hold`] releases them: a test orders concurrent requests without
+//! sleeping (wait for [`Hold::arrived`], look, release), or never releases
+//! them to model a hung server for that selection.
+//!
+//! It can read counters per verb and resource (a watch counts once, as
+//! `Verb::Watch`, and is no write), the requests in flight (parked ones
+//! included), the peak number of write requests in flight, the open watches,
+//! a log of every write with its arrival time, status, `User-Agent` and the
+//! object stored, and any stored object.
 //!
 //! # Simplifications
 //!
-//! - No watch (`405`), no subresources, no other kinds or API groups, no
-//!   authentication (every caller is `system:anonymous`).
+//! - No subresources, no other kinds or API groups, no authentication
+//!   (every caller is `system:anonymous`, and cluster-wide lists and watches
+//!   are allowed even when a namespace is forbidden).
 //! - Apply configurations must be JSON (the YAML subset kube-rs sends);
 //!   `fieldValidation` is ignored (unknown fields are dropped, as with
-//!   `Ignore`); `resourceVersion` on reads is ignored (always the latest).
+//!   `Ignore`); `resourceVersion` on gets and first list pages is ignored
+//!   (always the latest).
+//! - Watches: JSON only (no protobuf, no metadata-only `as=` media types),
+//!   collections only (no `?watch=true` on one object's path: use a
+//!   `metadata.name` field selector, as kube-rs does); no `timeoutSeconds`
+//!   means no timeout (a real server picks 30 to 60 minutes); a too new
+//!   `resourceVersion` is answered at once (a real server waits up to 3 s for
+//!   its cache first); slow watchers are never cut off, and compaction does
+//!   not affect open watches; periodic bookmarks come whether or not the
+//!   version moved.
 //! - Field ownership is tracked per leaf field, without API versions; an
 //!   apply conflicts with every other owner entry, including the same
 //!   manager's `Update` entry. Client-sent `managedFields` are ignored.
 //! - Deletion is immediate: no finalizers, grace periods or `Terminating`
-//!   namespaces; list paging serves the current state, not a snapshot.
+//!   namespaces.
 //! - [`KubeSim::client`] turns kube-rs's default retry of 429/503/504 off, so
 //!   every injected 429 reaches the caller; code under test that builds its
 //!   own client from [`KubeSim::config`] may turn it back on.
 
 mod fields;
+mod history;
+mod hold;
 mod observe;
 mod patch;
 mod resource;
@@ -112,6 +163,7 @@ mod status;
 mod store;
 mod timer;
 mod validation;
+mod watch;
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -123,6 +175,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use hold::{Hold, RequestMatch};
 pub use observe::{Stats, Verb, WriteRecord};
 
 use observe::lock;
@@ -330,6 +383,33 @@ impl KubeSim {
         lock(&self.shared.store).revision()
     }
 
+    /// Drops the whole event history up to now, as a compaction of the
+    /// storage would: a watch (or a continued list) from an older
+    /// `resourceVersion` is then `410 Expired`, and kube-runtime's watcher
+    /// re-lists. Open watches are not affected.
+    pub fn compact(&self) {
+        lock(&self.shared.store).compact();
+    }
+
+    /// Keeps only the last `limit` events of the history (10 000 by
+    /// default); older ones are dropped as by [`KubeSim::compact`].
+    pub fn set_history_limit(&self, limit: usize) {
+        lock(&self.shared.store).set_history_limit(limit);
+    }
+
+    /// How often open watches that allow bookmarks get one (1 s by default;
+    /// zero: only the one that ends a stream). Applies to watches opened
+    /// from now on.
+    pub fn set_bookmark_interval(&self, interval: Duration) {
+        self.shared.watches.set_bookmark_interval(interval);
+    }
+
+    /// Parks the requests `selection` matches, from now on, until the
+    /// returned [`Hold`] releases them (see there).
+    pub fn hold(&self, selection: RequestMatch) -> Hold {
+        self.shared.holds.install(selection)
+    }
+
     /// Request counters and write concurrency.
     pub fn stats(&self) -> Stats {
         self.shared.recorder.stats()
@@ -346,8 +426,10 @@ impl KubeSim {
         self.shared.recorder.reset();
     }
 
-    /// Stops the server: no new connections, requests in flight finish.
+    /// Stops the server: no new connections, open connections break, open
+    /// watches end and parked requests are answered `503`.
     pub async fn shutdown(mut self) {
+        self.shared.close();
         self.shared.faults.set_unreachable(true);
         if let Some(shutdown) = self.shutdown.take() {
             shutdown.send(()).ok();
@@ -360,6 +442,7 @@ impl KubeSim {
 
 impl Drop for KubeSim {
     fn drop(&mut self) {
+        self.shared.close();
         self.shared.faults.set_unreachable(true);
         if let Some(shutdown) = self.shutdown.take() {
             shutdown.send(()).ok();

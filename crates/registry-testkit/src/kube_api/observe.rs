@@ -8,6 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+use tokio::sync::watch;
+
 /// Locks a mutex; a panic elsewhere while it was held does not matter here.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -20,7 +23,7 @@ pub enum Verb {
     Get,
     /// `GET` of a collection.
     List,
-    /// `GET` of a collection with `watch=true` (answered 405).
+    /// `GET` of a collection with `watch=true`: a stream of changes.
     Watch,
     /// `POST`.
     Create,
@@ -74,10 +77,15 @@ pub struct Stats {
     pub throttled: u64,
     /// Requests answered `403 Forbidden` (forbidden namespaces, namespace writes).
     pub forbidden: u64,
-    /// Write requests being handled right now.
+    /// Write requests being handled right now (parked ones included).
     pub in_flight_writes: usize,
     /// The most write requests ever handled at the same time.
     pub peak_in_flight_writes: usize,
+    /// Requests being handled right now, parked ones included (a watch
+    /// until its stream starts).
+    pub in_flight: usize,
+    /// Watch streams open right now.
+    pub open_watches: usize,
 }
 
 impl Stats {
@@ -127,6 +135,11 @@ pub struct WriteRecord {
     pub name: Option<String>,
     /// The HTTP status code answered.
     pub code: u16,
+    /// The request's `User-Agent` header: which client wrote.
+    pub user_agent: Option<String>,
+    /// The object as stored by a successful create, update or patch (what
+    /// the response carried); `None` for deletes, dry runs and failures.
+    pub object: Option<Value>,
 }
 
 #[derive(Debug, Default)]
@@ -142,16 +155,44 @@ pub(crate) struct Recorder {
     counters: Mutex<Counters>,
     in_flight_writes: AtomicUsize,
     peak_in_flight_writes: AtomicUsize,
+    in_flight: AtomicUsize,
+    open_watches: AtomicUsize,
     writes: Mutex<Vec<WriteRecord>>,
 }
 
-/// Marks a write request in flight until dropped.
+/// Marks a request in flight until its response is ready (for a watch:
+/// until its stream starts).
 #[derive(Debug)]
-pub(crate) struct InFlight<'a>(&'a Recorder);
+pub(crate) struct InFlight<'a> {
+    recorder: &'a Recorder,
+    verb: Verb,
+}
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.in_flight_writes.fetch_sub(1, Ordering::SeqCst);
+        let recorder = self.recorder;
+        recorder.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if self.verb.is_write() {
+            recorder.in_flight_writes.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Marks a watch stream open until dropped; owned, as the stream outlives
+/// the request handler.
+#[derive(Debug)]
+pub(crate) struct OpenWatch(Arc<super::server::Shared>);
+
+impl OpenWatch {
+    pub(crate) fn new(shared: Arc<super::server::Shared>) -> Self {
+        shared.recorder.open_watches.fetch_add(1, Ordering::SeqCst);
+        Self(shared)
+    }
+}
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        self.0.recorder.open_watches.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -171,10 +212,14 @@ impl Recorder {
         lock(&self.counters).forbidden += 1;
     }
 
-    pub(crate) fn begin_write(&self) -> InFlight<'_> {
-        let now = self.in_flight_writes.fetch_add(1, Ordering::SeqCst) + 1;
-        self.peak_in_flight_writes.fetch_max(now, Ordering::SeqCst);
-        InFlight(self)
+    /// Marks a request in flight.
+    pub(crate) fn begin(&self, verb: Verb) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        if verb.is_write() {
+            let now = self.in_flight_writes.fetch_add(1, Ordering::SeqCst) + 1;
+            self.peak_in_flight_writes.fetch_max(now, Ordering::SeqCst);
+        }
+        InFlight { recorder: self, verb }
     }
 
     pub(crate) fn log_write(&self, record: WriteRecord) {
@@ -189,6 +234,8 @@ impl Recorder {
             forbidden: counters.forbidden,
             in_flight_writes: self.in_flight_writes.load(Ordering::SeqCst),
             peak_in_flight_writes: self.peak_in_flight_writes.load(Ordering::SeqCst),
+            in_flight: self.in_flight.load(Ordering::SeqCst),
+            open_watches: self.open_watches.load(Ordering::SeqCst),
         }
     }
 
@@ -223,6 +270,8 @@ pub(crate) struct Faults {
     throttle: Mutex<Throttle>,
     forbidden_namespaces: Mutex<BTreeSet<String>>,
     unreachable: Arc<AtomicBool>,
+    /// The same flag, for the open watch streams to wait on.
+    unreachable_signal: watch::Sender<bool>,
 }
 
 impl Faults {
@@ -290,6 +339,12 @@ impl Faults {
 
     pub(crate) fn set_unreachable(&self, unreachable: bool) {
         self.unreachable.store(unreachable, Ordering::SeqCst);
+        self.unreachable_signal.send_replace(unreachable);
+    }
+
+    /// Changes to unreachability, for streams that must break at once.
+    pub(crate) fn unreachable_signal(&self) -> watch::Receiver<bool> {
+        self.unreachable_signal.subscribe()
     }
 }
 
@@ -311,12 +366,16 @@ mod tests {
     #[test]
     fn in_flight_writes_track_the_peak() {
         let recorder = Recorder::default();
-        let first = recorder.begin_write();
-        let second = recorder.begin_write();
+        let first = recorder.begin(Verb::Patch);
+        let second = recorder.begin(Verb::Create);
+        let read = recorder.begin(Verb::Get);
         drop(first);
         drop(second);
-        let _third = recorder.begin_write();
+        let _third = recorder.begin(Verb::Delete);
         let stats = recorder.stats();
         assert_eq!((stats.in_flight_writes, stats.peak_in_flight_writes), (1, 2));
+        assert_eq!(stats.in_flight, 2);
+        drop(read);
+        assert_eq!(recorder.stats().in_flight, 1);
     }
 }

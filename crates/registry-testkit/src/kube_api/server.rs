@@ -1,6 +1,7 @@
 //! The HTTP side: accepting connections (or refusing them when the test made
 //! the server unreachable), resolving a request to verb, resource, namespace
-//! and name, admission (throttling, authorisation, latency) and dispatch.
+//! and name, admission (throttling, authorisation), holds, latency and
+//! dispatch.
 
 use std::collections::HashMap;
 use std::io;
@@ -19,13 +20,15 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
+use super::hold::{self, Holds};
 use super::observe::{Faults, Recorder, Verb, WriteRecord, lock};
 use super::resource::Kind;
 use super::select::{FieldSelector, LabelSelector};
 use super::status::ApiError;
 use super::store::{ListQuery, PatchType, Preconditions, Store, WriteOptions};
+use super::watch::{WatchRequest, WatchSettings};
 
 /// The API server's request body limit.
 const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
@@ -36,6 +39,17 @@ pub(crate) struct Shared {
     pub(crate) store: std::sync::Mutex<Store>,
     pub(crate) faults: Faults,
     pub(crate) recorder: Recorder,
+    pub(crate) holds: Holds,
+    pub(crate) watches: WatchSettings,
+    /// Set when the server stops: open watches end and parked requests are
+    /// answered, so the graceful shutdown does not wait for them forever.
+    pub(crate) closing: watch::Sender<bool>,
+}
+
+impl Shared {
+    pub(crate) fn close(&self) {
+        self.closing.send_replace(true);
+    }
 }
 
 /// Serves until `shutdown` fires (or the sender is dropped).
@@ -199,6 +213,12 @@ fn route(method: &Method, path: &str, query: &HashMap<String, String>) -> Result
     }))
 }
 
+/// What a request is answered with.
+enum Answer {
+    Object(StatusCode, Value),
+    Stream(Response),
+}
+
 async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let query: HashMap<String, String> = Query::try_from_uri(&parts.uri)
@@ -211,17 +231,18 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     };
     shared.recorder.count(info.verb, info.kind.plural());
     let arrived = Instant::now();
-    let in_flight = info.verb.is_write().then(|| shared.recorder.begin_write());
+    let in_flight = shared.recorder.begin(info.verb);
 
-    let response = match admit(&shared, &info, arrived).await {
-        Err(error) => error.into_response(),
-        Ok(()) => match read_body(body).await {
-            Err(error) => error.into_response(),
-            Ok(body) => match dispatch(&shared, &info, &query, &parts.headers, &body) {
-                Ok((code, value)) => (code, axum::Json(value)).into_response(),
-                Err(error) => error.into_response(),
-            },
-        },
+    let answer = respond(&shared, &info, &query, &parts.headers, body, arrived).await;
+    let (response, stored) = match answer {
+        Ok(Answer::Object(code, value)) => {
+            let stored = matches!(info.verb, Verb::Create | Verb::Update | Verb::Patch)
+                && query.get("dryRun").is_none_or(|dry_run| dry_run != "All");
+            let stored = stored.then(|| value.clone());
+            ((code, axum::Json(value)).into_response(), stored)
+        }
+        Ok(Answer::Stream(response)) => (response, None),
+        Err(error) => (error.into_response(), None),
     };
 
     drop(in_flight);
@@ -234,14 +255,51 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             namespace: info.namespace.clone(),
             name: info.name.clone(),
             code: response.status().as_u16(),
+            user_agent: user_agent(&parts.headers),
+            object: stored,
         });
     }
     response
 }
 
-/// The filters in front of the handlers, in the API server's order:
-/// priority and fairness (429), authorisation (403), then the request's work.
-async fn admit(shared: &Shared, info: &RequestInfo, arrived: Instant) -> Result<(), ApiError> {
+fn user_agent(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|agent| agent.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// A request's way through the server, in the API server's order: priority
+/// and fairness (429) and authorisation (403), then — past the filters —
+/// holds, latency, and the handler.
+async fn respond(
+    shared: &Arc<Shared>,
+    info: &RequestInfo,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Body,
+    arrived: Instant,
+) -> Result<Answer, ApiError> {
+    admit(shared, info)?;
+    let body = read_body(body).await;
+    park(shared, info, body.as_ref().ok()).await?;
+    // The latency counts from the request's arrival, as a client measures
+    // it, on a timer precise below the millisecond.
+    let latency = shared.faults.latency(info.verb.is_write());
+    if !latency.is_zero() {
+        super::timer::sleep_until(arrived + latency).await;
+    }
+    let body = body?;
+    if info.verb == Verb::Watch {
+        let request = WatchRequest::parse(info.kind, info.namespace.as_deref(), query)?;
+        return super::watch::open(shared, request).map(Answer::Stream);
+    }
+    dispatch(shared, info, query, headers, &body).map(|(code, value)| Answer::Object(code, value))
+}
+
+/// The filters in front of the handlers: priority and fairness (429), then
+/// authorisation (403).
+fn admit(shared: &Shared, info: &RequestInfo) -> Result<(), ApiError> {
     if let Some(retry_after) = shared.faults.throttle() {
         shared.recorder.throttled();
         return Err(ApiError::too_many_requests(retry_after));
@@ -260,18 +318,34 @@ async fn admit(shared: &Shared, info: &RequestInfo, arrived: Instant) -> Result<
             info.name.as_deref(),
         ));
     }
-    if info.verb == Verb::Watch {
-        return Err(ApiError::method_not_allowed(
-            "watch is not supported by the simulated API server",
-        ));
-    }
-    // The latency counts from the request's arrival, as a client measures
-    // it, on a timer precise below the millisecond.
-    let latency = shared.faults.latency(info.verb.is_write());
-    if !latency.is_zero() {
-        super::timer::sleep_until(arrived + latency).await;
-    }
     Ok(())
+}
+
+/// Waits while a hold parks the request; a create is selected by the name
+/// in its body. Answers `503` if the server stops meanwhile.
+async fn park(shared: &Shared, info: &RequestInfo, body: Option<&Bytes>) -> Result<(), ApiError> {
+    let created_name = match (info.verb, body) {
+        (Verb::Create, Some(body)) => serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|object| object.pointer("/metadata/name")?.as_str().map(str::to_owned)),
+        _ => None,
+    };
+    let tickets = shared.holds.park(&hold::Request {
+        verb: info.verb,
+        resource: info.kind.plural(),
+        namespace: info.namespace.as_deref(),
+        name: info.name.as_deref().or(created_name.as_deref()),
+    });
+    if tickets.is_empty() {
+        return Ok(());
+    }
+    let mut closing = shared.closing.subscribe();
+    tokio::select! {
+        () = tickets.released() => Ok(()),
+        Ok(_) = closing.wait_for(|closing| *closing) => {
+            Err(ApiError::unavailable("the simulated API server is shutting down"))
+        }
+    }
 }
 
 async fn read_body(body: Body) -> Result<Bytes, ApiError> {
@@ -319,10 +393,7 @@ fn dry_run(value: Option<&str>) -> Result<bool, ApiError> {
 fn write_options(query: &HashMap<String, String>, headers: &HeaderMap) -> Result<WriteOptions, ApiError> {
     Ok(WriteOptions {
         field_manager: query.get("fieldManager").cloned(),
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .and_then(|agent| agent.to_str().ok())
-            .map(str::to_owned),
+        user_agent: user_agent(headers),
         dry_run: dry_run(query.get("dryRun").map(String::as_str))?,
         force: query.get("force").is_some_and(|force| force == "true"),
     })

@@ -243,6 +243,34 @@ impl ApiError {
         )
     }
 
+    /// `410 Expired`: what a watch from a compacted `resourceVersion` gets
+    /// (as its one `ERROR` event) and what a list continued from a compacted
+    /// snapshot gets.
+    pub(crate) fn expired(message: impl Into<String>) -> Self {
+        Self::new(410, "Expired", message)
+    }
+
+    /// `504 Timeout` for a `resourceVersion` newer than any the server handed
+    /// out, with the `ResourceVersionTooLarge` cause clients look for.
+    pub(crate) fn resource_version_too_large(requested: u64, current: u64) -> Self {
+        let mut error = Self::new(
+            504,
+            "Timeout",
+            format!("Too large resource version: {requested}, current: {current}"),
+        )
+        .with_details(json!({
+            "causes": [{ "reason": "ResourceVersionTooLarge", "message": "Too large resource version" }],
+            "retryAfterSeconds": 1,
+        }));
+        error.retry_after_secs = Some(1);
+        error
+    }
+
+    /// `503 ServiceUnavailable`, for requests still parked when the server stops.
+    pub(crate) fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(503, "ServiceUnavailable", message)
+    }
+
     /// `500 InternalError`.
     pub(crate) fn internal(message: &str) -> Self {
         Self::new(500, "InternalError", format!("Internal error occurred: {message}"))

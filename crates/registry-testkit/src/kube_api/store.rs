@@ -1,13 +1,16 @@
 //! The object store and the REST semantics of each operation: what is
-//! checked, in which order, and what a success or failure answers.
+//! checked, in which order, and what a success or failure answers. Every
+//! change is recorded in the [`History`] under its own revision.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
 use super::fields::ManagedFields;
+use super::history::{Change, Event, History, Key};
 use super::patch::{json_patch, merge_patch, strategic_merge_patch};
 use super::resource::{Kind, fold_string_data, normalize};
 use super::select::{FieldSelector, LabelSelector};
@@ -87,8 +90,6 @@ enum Ownership {
     Applied(ManagedFields),
 }
 
-type Key = (Kind, String, String);
-
 #[derive(Debug, Clone)]
 pub(crate) struct Stored {
     object: Value,
@@ -106,11 +107,37 @@ impl Stored {
     }
 }
 
-/// Every object, and the global revision (`resourceVersion`) counter.
+/// Every object, the global revision (`resourceVersion`) counter, and the
+/// history of changes.
 #[derive(Debug, Default)]
 pub(crate) struct Store {
     revision: u64,
     objects: BTreeMap<Key, Stored>,
+    history: History,
+}
+
+/// A list item: a live object, or one as it was at an older revision.
+#[derive(Clone, Copy)]
+enum Item<'a> {
+    Live(&'a Stored),
+    Past(&'a Value),
+}
+
+impl Item<'_> {
+    /// The object selectors look at.
+    fn object(&self) -> &Value {
+        match self {
+            Self::Live(stored) => &stored.object,
+            Self::Past(object) => object,
+        }
+    }
+
+    fn render(&self) -> Value {
+        match self {
+            Self::Live(stored) => stored.render(),
+            Self::Past(object) => (*object).clone(),
+        }
+    }
 }
 
 fn key(kind: Kind, namespace: &str, name: &str) -> Key {
@@ -234,11 +261,13 @@ fn without_resource_version(object: &Value) -> Value {
     object
 }
 
-fn encode_continue(namespace: &str, name: &str) -> String {
-    URL_SAFE_NO_PAD.encode(json!([namespace, name]).to_string())
+/// A continue token: the revision of the list's first page (later pages
+/// serve that snapshot) and the last key served.
+fn encode_continue(revision: u64, namespace: &str, name: &str) -> String {
+    URL_SAFE_NO_PAD.encode(json!([revision, namespace, name]).to_string())
 }
 
-fn decode_continue(token: &str) -> Option<(String, String)> {
+fn decode_continue(token: &str) -> Option<(u64, String, String)> {
     let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
@@ -247,6 +276,35 @@ impl Store {
     /// The current revision: the `resourceVersion` of the latest write.
     pub(crate) fn revision(&self) -> u64 {
         self.revision
+    }
+
+    /// The history of changes.
+    pub(crate) fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// A channel that receives every change from now on.
+    pub(crate) fn subscribe(&mut self) -> tokio::sync::mpsc::UnboundedReceiver<Arc<Event>> {
+        self.history.subscribe()
+    }
+
+    /// Drops the history up to the current revision.
+    pub(crate) fn compact(&mut self) {
+        self.history.compact(self.revision);
+    }
+
+    /// Bounds the history to its last `limit` events.
+    pub(crate) fn set_history_limit(&mut self, limit: usize) {
+        self.history.set_limit(limit);
+    }
+
+    /// Every object of a kind, in every namespace, by key.
+    pub(crate) fn all_of(&self, kind: Kind) -> Vec<Value> {
+        self.objects
+            .iter()
+            .filter(|((k, _, _), _)| *k == kind)
+            .map(|(_, stored)| stored.render())
+            .collect()
     }
 
     fn stored(&self, kind: Kind, namespace: &str, name: &str) -> Result<&Stored, ApiError> {
@@ -312,8 +370,39 @@ impl Store {
         object["metadata"]["resourceVersion"] = Value::from(self.revision.to_string());
         let stored = Stored { object, managed };
         let rendered = stored.render();
-        self.objects.insert(key(kind, namespace, &name), stored);
+        let key = key(kind, namespace, &name);
+        let previous = self.objects.insert(key.clone(), stored).map(|old| old.render());
+        self.history.record(Event {
+            revision: self.revision,
+            key,
+            change: if previous.is_some() {
+                Change::Modified
+            } else {
+                Change::Added
+            },
+            object: rendered.clone(),
+            previous,
+        });
         rendered
+    }
+
+    /// Removes an object under a new revision; `false` when it is absent.
+    fn remove(&mut self, key: &Key) -> bool {
+        let Some(stored) = self.objects.remove(key) else {
+            return false;
+        };
+        self.revision += 1;
+        let previous = stored.render();
+        let mut object = previous.clone();
+        object["metadata"]["resourceVersion"] = Value::from(self.revision.to_string());
+        self.history.record(Event {
+            revision: self.revision,
+            key: key.clone(),
+            change: Change::Deleted,
+            object,
+            previous: Some(previous),
+        });
+        true
     }
 
     /// Creates a namespace, and its `default` ServiceAccount, as a cluster
@@ -341,15 +430,22 @@ impl Store {
     }
 
     /// Deletes a namespace and everything in it at once (no `Terminating`
-    /// phase); `false` when it does not exist.
+    /// phase): each object under its own revision, then the namespace, as
+    /// the namespace controller would; `false` when it does not exist.
     pub(crate) fn delete_namespace(&mut self, name: &str) -> bool {
         if !self.namespace_exists(name) {
             return false;
         }
-        self.objects
-            .retain(|(kind, namespace, object), _| namespace != name && !(*kind == Kind::Namespace && object == name));
-        self.revision += 1;
-        true
+        let contents: Vec<Key> = self
+            .objects
+            .keys()
+            .filter(|(_, namespace, _)| namespace == name)
+            .cloned()
+            .collect();
+        for key in &contents {
+            self.remove(key);
+        }
+        self.remove(&key(Kind::Namespace, "", name))
     }
 
     /// `GET` of one object.
@@ -357,41 +453,76 @@ impl Store {
         self.stored(kind, namespace, name).map(Stored::render)
     }
 
-    /// `GET` of a collection: one namespace's, or all (`None`).
-    pub(crate) fn list(&self, kind: Kind, namespace: Option<&str>, query: &ListQuery) -> Result<Value, ApiError> {
-        let after = match &query.continue_token {
-            Some(token) => Some(
-                decode_continue(token)
-                    .ok_or_else(|| ApiError::bad_request(format!("continue key is not valid: {token:?}")))?,
-            ),
-            None => None,
-        };
-        let matching: Vec<(&Key, &Stored)> = self
+    /// The objects in scope as they were at `revision`, from the history.
+    fn snapshot(&self, revision: u64, in_scope: impl Fn(&Key) -> bool) -> Result<BTreeMap<Key, Value>, ApiError> {
+        let mut state: BTreeMap<Key, Value> = self
             .objects
             .iter()
-            .filter(|((k, ns, name), _)| {
-                *k == kind
-                    && namespace.is_none_or(|wanted| wanted == ns)
-                    && after
-                        .as_ref()
-                        .is_none_or(|(after_ns, after_name)| (ns, name) > (after_ns, after_name))
+            .filter(|(key, _)| in_scope(key))
+            .map(|(key, stored)| (key.clone(), stored.render()))
+            .collect();
+        self.history.roll_back(&mut state, revision, in_scope).map_err(|_| {
+            ApiError::expired(
+                "The provided continue parameter is too old to display a consistent list result. \
+                 You can start a new list without the continue parameter.",
+            )
+        })?;
+        Ok(state)
+    }
+
+    /// `GET` of a collection: one namespace's, or all (`None`). A continued
+    /// list serves the snapshot of its first page, under that page's
+    /// `resourceVersion`, so a watch from it misses and repeats nothing.
+    pub(crate) fn list(&self, kind: Kind, namespace: Option<&str>, query: &ListQuery) -> Result<Value, ApiError> {
+        let invalid_token = |token: &str| ApiError::bad_request(format!("continue key is not valid: {token:?}"));
+        let (revision, after) = match &query.continue_token {
+            Some(token) => {
+                let (revision, ns, name) = decode_continue(token).ok_or_else(|| invalid_token(token))?;
+                if revision > self.revision {
+                    return Err(invalid_token(token));
+                }
+                (revision, Some((ns, name)))
+            }
+            None => (self.revision, None),
+        };
+        let in_scope = |(k, ns, _): &Key| *k == kind && namespace.is_none_or(|wanted| wanted == ns);
+        let past = if revision < self.revision {
+            Some(self.snapshot(revision, in_scope)?)
+        } else {
+            None
+        };
+        let candidates: Vec<(&Key, Item<'_>)> = match &past {
+            Some(objects) => objects.iter().map(|(key, object)| (key, Item::Past(object))).collect(),
+            None => self
+                .objects
+                .iter()
+                .filter(|(key, _)| in_scope(key))
+                .map(|(key, stored)| (key, Item::Live(stored)))
+                .collect(),
+        };
+        let matching: Vec<(&Key, Item<'_>)> = candidates
+            .into_iter()
+            .filter(|((_, ns, name), _)| {
+                after
+                    .as_ref()
+                    .is_none_or(|(after_ns, after_name)| (ns, name) > (after_ns, after_name))
             })
-            .filter(|(_, stored)| query.labels.matches(&stored.object) && query.fields.matches(&stored.object))
+            .filter(|(_, item)| query.labels.matches(item.object()) && query.fields.matches(item.object()))
             .collect();
         let limit = query.limit.filter(|limit| *limit > 0).unwrap_or(usize::MAX);
         let page = &matching[..matching.len().min(limit)];
 
-        let mut metadata = json!({ "resourceVersion": self.revision.to_string() });
+        let mut metadata = json!({ "resourceVersion": revision.to_string() });
         if page.len() < matching.len()
             && let Some(((_, ns, name), _)) = page.last()
         {
-            metadata["continue"] = Value::from(encode_continue(ns, name));
+            metadata["continue"] = Value::from(encode_continue(revision, ns, name));
             metadata["remainingItemCount"] = Value::from(matching.len() - page.len());
         }
         let items: Vec<Value> = page
             .iter()
-            .map(|(_, stored)| {
-                let mut item = stored.render();
+            .map(|(_, item)| {
+                let mut item = item.render();
                 if let Value::Object(fields) = &mut item {
                     fields.remove("apiVersion");
                     fields.remove("kind");
@@ -654,8 +785,7 @@ impl Store {
             ));
         }
         if !dry_run {
-            self.objects.remove(&key(kind, namespace, name));
-            self.revision += 1;
+            self.remove(&key(kind, namespace, name));
         }
         Ok(json!({
             "kind": "Status",
@@ -681,11 +811,20 @@ impl Store {
         };
         let deleted = self.list(kind, Some(namespace), &query)?;
         if !dry_run {
-            let matches =
-                |stored: &Stored| query.labels.matches(&stored.object) && query.fields.matches(&stored.object);
-            self.objects
-                .retain(|(k, ns, _), stored| !(*k == kind && ns == namespace && matches(stored)));
-            self.revision += 1;
+            let doomed: Vec<Key> = self
+                .objects
+                .iter()
+                .filter(|((k, ns, _), stored)| {
+                    *k == kind
+                        && ns == namespace
+                        && query.labels.matches(&stored.object)
+                        && query.fields.matches(&stored.object)
+                })
+                .map(|(key, _)| key.clone())
+                .collect();
+            for key in &doomed {
+                self.remove(key);
+            }
         }
         Ok(deleted)
     }
@@ -772,6 +911,129 @@ mod tests {
         let page = store.list(Kind::Secret, Some("ns"), &next).expect("listed");
         assert_eq!(page["items"][0]["metadata"]["name"], "c");
         assert!(page["metadata"].get("continue").is_none());
+    }
+
+    fn changes(store: &Store, after: u64) -> Vec<(u64, Change, String)> {
+        store
+            .history()
+            .since(after)
+            .expect("retained")
+            .iter()
+            .map(|event| (event.revision, event.change, event.key.2.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn every_change_is_an_event_under_its_own_revision() {
+        let mut store = Store::default();
+        store.create_namespace("ns").expect("valid name");
+        let base = store.revision();
+        let config = secret("a", json!({"k": "MQ=="}));
+        store
+            .apply(Kind::Secret, "ns", "a", config.clone(), &options("m"))
+            .expect("applied");
+        store
+            .apply(Kind::Secret, "ns", "a", config, &options("m"))
+            .expect("unchanged");
+        store
+            .create(Kind::Secret, "ns", secret("b", json!({})), &options("t"))
+            .expect("created");
+        store
+            .replace(
+                Kind::Secret,
+                "ns",
+                "b",
+                secret("b", json!({"k": "Mg=="})),
+                &options("t"),
+            )
+            .expect("replaced");
+        store
+            .delete_collection(Kind::Secret, "ns", &ListQuery::default(), false)
+            .expect("deleted");
+        assert_eq!(
+            changes(&store, base),
+            [
+                (base + 1, Change::Added, "a".to_owned()),
+                (base + 2, Change::Added, "b".to_owned()),
+                (base + 3, Change::Modified, "b".to_owned()),
+                (base + 4, Change::Deleted, "a".to_owned()),
+                (base + 5, Change::Deleted, "b".to_owned()),
+            ]
+        );
+        let events = store.history().since(base + 4).expect("retained");
+        assert_eq!(events[0].object["metadata"]["resourceVersion"], (base + 5).to_string());
+        assert_eq!(
+            events[0]
+                .previous
+                .as_ref()
+                .map(|p| p["metadata"]["resourceVersion"].clone()),
+            Some(Value::from((base + 3).to_string()))
+        );
+    }
+
+    #[test]
+    fn a_namespace_is_deleted_after_its_objects() {
+        let mut store = Store::default();
+        store.create_namespace("ns").expect("valid name");
+        store
+            .create(Kind::Secret, "ns", secret("a", json!({})), &options("t"))
+            .expect("created");
+        let base = store.revision();
+        assert!(store.delete_namespace("ns"));
+        assert_eq!(
+            changes(&store, base),
+            [
+                (base + 1, Change::Deleted, "a".to_owned()),
+                (base + 2, Change::Deleted, "default".to_owned()),
+                (base + 3, Change::Deleted, "ns".to_owned()),
+            ]
+        );
+        assert!(!store.delete_namespace("ns"));
+        assert_eq!(store.revision(), base + 3);
+    }
+
+    #[test]
+    fn continued_lists_serve_the_first_page_snapshot() {
+        let mut store = Store::default();
+        store.create_namespace("ns").expect("valid name");
+        for name in ["a", "c"] {
+            store
+                .create(Kind::Secret, "ns", secret(name, json!({})), &options("t"))
+                .expect("created");
+        }
+        let first = ListQuery {
+            limit: Some(1),
+            ..ListQuery::default()
+        };
+        let page = store.list(Kind::Secret, Some("ns"), &first).expect("listed");
+        let listed_at = page["metadata"]["resourceVersion"].clone();
+        store
+            .create(Kind::Secret, "ns", secret("b", json!({})), &options("t"))
+            .expect("created");
+        store
+            .replace(
+                Kind::Secret,
+                "ns",
+                "c",
+                secret("c", json!({"k": "MQ=="})),
+                &options("t"),
+            )
+            .expect("replaced");
+        let next = ListQuery {
+            continue_token: page["metadata"]["continue"].as_str().map(str::to_owned),
+            ..ListQuery::default()
+        };
+        let rest = store.list(Kind::Secret, Some("ns"), &next).expect("listed");
+        assert_eq!(rest["metadata"]["resourceVersion"], listed_at);
+        assert_eq!(rest["items"].as_array().map(Vec::len), Some(1));
+        assert_eq!(rest["items"][0]["metadata"]["name"], "c");
+        assert!(rest["items"][0].get("data").is_none(), "c as it was");
+        store.compact();
+        let expired = store.list(Kind::Secret, Some("ns"), &next).map(|_| ());
+        assert_eq!(
+            expired.map_err(|error| error.to_status()["code"].clone()),
+            Err(json!(410))
+        );
     }
 
     #[test]
