@@ -14,8 +14,8 @@ use futures::StreamExt;
 use http::HeaderValue;
 use http::header::HeaderName;
 use http::uri::{PathAndQuery, Uri};
-use registry_core::deploy::{DockerEngine, TargetError};
 use registry_core::login::DockerLogin;
+use registry_core::ports::orchestrators::{DockerEngine, EngineRole, TargetError};
 use registry_core::reference::ImageReference;
 use secrecy::ExposeSecret;
 use tokio::sync::OnceCell;
@@ -355,10 +355,10 @@ fn has_version(path: &str) -> bool {
 
 #[async_trait]
 impl DockerEngine for DockerTarget {
-    async fn check(&self, swarm: bool) -> Result<(), TargetError> {
+    async fn check(&self, role: EngineRole) -> Result<(), TargetError> {
         let docker = self.docker().await?;
         docker.ping().await.map_err(|e| self.engine_error("ping", e))?;
-        if !swarm {
+        if role == EngineRole::Standalone {
             return Ok(());
         }
         let info = docker.info().await.map_err(|e| self.engine_error("info", e))?;

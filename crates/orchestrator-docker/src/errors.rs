@@ -13,7 +13,7 @@ use std::error::Error as StdError;
 use std::time::Duration;
 
 use bollard::errors::Error;
-use registry_core::deploy::TargetError;
+use registry_core::ports::orchestrators::TargetError;
 use registry_core::reference::ImageReference;
 
 use crate::engine::Endpoint;

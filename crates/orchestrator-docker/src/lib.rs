@@ -3,17 +3,17 @@
 //!
 //! - [`engine`] — [`DockerTarget`]: an endpoint URI (`unix://`, `tcp://`,
 //!   `http://`), a bollard client whose API version is negotiated with the
-//!   daemon, and the [`DockerEngine`](registry_core::deploy::DockerEngine)
-//!   port: [`check`](registry_core::deploy::DockerEngine::check) (the engine
+//!   daemon, and the [`DockerEngine`](registry_core::ports::orchestrators::DockerEngine)
+//!   port: [`check`](registry_core::ports::orchestrators::DockerEngine::check) (the engine
 //!   answers; for Swarm, it is an active manager) and
-//!   [`pull`](registry_core::deploy::DockerEngine::pull) (docker login + pull
+//!   [`pull`](registry_core::ports::orchestrators::DockerEngine::pull) (docker login + pull
 //!   in one request, returning the repository digest);
 //! - [`swarm`] — services created and updated with a registry auth, as
 //!   `docker service create/update --with-registry-auth` does;
 //! - [`compose`] — an isolated docker config for callers that run the compose
 //!   CLI ([`write_isolated_docker_config`]);
 //! - `errors` (private) — how Engine API failures become
-//!   [`TargetError`](registry_core::deploy::TargetError)s, never carrying a
+//!   [`TargetError`](registry_core::ports::orchestrators::TargetError)s, never carrying a
 //!   secret.
 //!
 //! # Two things bollard 0.21 does not do for us

@@ -11,7 +11,7 @@ use bollard::models::{
     NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec, TaskSpecContainerSpec,
 };
 use bollard::query_parameters::UpdateServiceOptionsBuilder;
-use registry_core::deploy::TargetError;
+use registry_core::ports::orchestrators::TargetError;
 use registry_core::reference::ImageReference;
 
 use crate::engine::DockerTarget;

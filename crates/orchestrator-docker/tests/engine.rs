@@ -28,8 +28,8 @@ use bollard::query_parameters::{
     ListContainersOptionsBuilder, ListNetworksOptions, ListTasksOptionsBuilder, RemoveImageOptionsBuilder,
 };
 use orchestrator_docker::{DockerTarget, write_isolated_docker_config};
-use registry_core::deploy::{DockerEngine, TargetError};
 use registry_core::login::DockerLogin;
+use registry_core::ports::orchestrators::{DockerEngine, EngineRole, TargetError};
 use registry_core::reference::ImageReference;
 use registry_testkit::distribution::{Distribution as Registry, htpasswd_set};
 use registry_testkit::require_service;
@@ -407,7 +407,7 @@ async fn requests_carry_the_negotiated_version_and_a_url_safe_registry_auth() {
     let repo_digest = format!("127.0.0.1:5000/test/busybox@sha256:{}", "ab".repeat(32));
     let (endpoint, seen) = fake_engine(&repo_digest);
     let target = DockerTarget::new(&endpoint).unwrap();
-    target.check(false).await.unwrap();
+    target.check(EngineRole::Standalone).await.unwrap();
     assert_eq!(target.api_version().await.unwrap(), "1.41");
     let login = DockerLogin {
         server: "127.0.0.1:5000".to_owned(),
@@ -461,7 +461,7 @@ async fn negotiates_the_daemon_api_version() {
     );
     // Every request after the probe carries it (what goes on the wire is
     // checked against a fake engine above); the real one answers them.
-    target.check(false).await.unwrap();
+    target.check(EngineRole::Standalone).await.unwrap();
 }
 
 #[tokio::test]
@@ -562,8 +562,8 @@ async fn unreachable_endpoints_are_unreachable_and_named() {
         let target = DockerTarget::new(&endpoint).unwrap();
         let started = Instant::now();
         for error in [
-            target.check(false).await.unwrap_err(),
-            target.check(true).await.unwrap_err(),
+            target.check(EngineRole::Standalone).await.unwrap_err(),
+            target.check(EngineRole::SwarmManager).await.unwrap_err(),
             target.pull(&image, Some(&login)).await.unwrap_err(),
         ] {
             assert!(
@@ -580,8 +580,8 @@ async fn unreachable_endpoints_are_unreachable_and_named() {
 async fn check_accepts_the_swarm_manager() {
     let Some(env) = swarm_env() else { return };
     let target = env.target();
-    target.check(false).await.unwrap();
-    target.check(true).await.unwrap();
+    target.check(EngineRole::Standalone).await.unwrap();
+    target.check(EngineRole::SwarmManager).await.unwrap();
 }
 
 #[tokio::test]

@@ -254,12 +254,12 @@ impl Interceptor for AuthInterceptor {
 }
 
 /// The principal [`AuthInterceptor`] attached to a request.
-pub fn principal<T>(request: &Request<T>) -> Result<Principal, Status> {
+pub fn principal<T>(request: &Request<T>) -> Result<Principal, registry_core::Error> {
     request
         .extensions()
         .get::<Principal>()
         .cloned()
-        .ok_or_else(|| Status::unauthenticated("request was not authenticated"))
+        .ok_or_else(|| registry_core::Error::Unauthenticated("request was not authenticated".into()))
 }
 
 #[cfg(test)]

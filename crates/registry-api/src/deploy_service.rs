@@ -1,8 +1,8 @@
 //! `platform.registry.v1.DeployCredentialService` over the deploy use cases.
 
-use registry_core::Error;
-use registry_core::deploy::{PullSecretState, SyncStatus, Usage};
 use registry_core::deployments::{DeploymentRequest, Deployments, TargetDeployment};
+use registry_core::usage::{PullSecretState, SyncStatus, Usage};
+use registry_core::{Error, Timestamp};
 use registry_proto::v1 as pb;
 use registry_proto::v1::deploy_credential_service_server::DeployCredentialService;
 use secrecy::ExposeSecret;
@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::principal;
 use crate::convert::timestamp;
-use crate::status::to_status;
+use crate::status::reply;
 
 /// The gRPC face of [`Deployments`].
 #[derive(Debug, Clone)]
@@ -41,11 +41,13 @@ fn usage_to_proto(usage: Usage) -> pb::RegistryUsage {
 }
 
 fn secret_to_proto(state: PullSecretState) -> pb::TargetSyncState {
+    let synced = state.is_synced();
     let status = match state.status {
-        _ if state.is_synced() => pb::SyncStatus::Synced,
+        _ if synced => pb::SyncStatus::Synced,
         SyncStatus::Failed => pb::SyncStatus::Failed,
         SyncStatus::Synced | SyncStatus::Pending => pb::SyncStatus::Pending,
     };
+    let next_attempt_time = (!synced && state.not_before > Timestamp::now()).then(|| timestamp(state.not_before));
     pb::TargetSyncState {
         target: state.target,
         namespace: state.namespace,
@@ -55,6 +57,7 @@ fn secret_to_proto(state: PullSecretState) -> pb::TargetSyncState {
         status: status.into(),
         error: state.error,
         update_time: Some(timestamp(state.updated_at)),
+        next_attempt_time,
     }
 }
 
@@ -73,6 +76,7 @@ fn swarm_to_proto(usage: Usage, revision: i64) -> pb::TargetSyncState {
         status: status.into(),
         error: String::new(),
         update_time: Some(timestamp(usage.updated_at)),
+        next_attempt_time: None,
     }
 }
 
@@ -82,12 +86,51 @@ impl DeployCredentialService for DeployApi {
         &self,
         request: Request<pb::PrepareDeploymentRequest>,
     ) -> Reply<pb::PrepareDeploymentResponse> {
+        reply(self.prepare(request).await)
+    }
+
+    async fn release_deployment(
+        &self,
+        request: Request<pb::ReleaseDeploymentRequest>,
+    ) -> Reply<pb::ReleaseDeploymentResponse> {
+        reply(self.release(request).await)
+    }
+
+    async fn resolve_pull_credentials(
+        &self,
+        request: Request<pb::ResolvePullCredentialsRequest>,
+    ) -> Reply<pb::ResolvePullCredentialsResponse> {
+        reply(self.resolve(request).await)
+    }
+
+    async fn list_registry_usages(
+        &self,
+        request: Request<pb::ListRegistryUsagesRequest>,
+    ) -> Reply<pb::ListRegistryUsagesResponse> {
+        reply(self.usages(request).await)
+    }
+
+    async fn get_registry_sync_state(
+        &self,
+        request: Request<pb::GetRegistrySyncStateRequest>,
+    ) -> Reply<pb::GetRegistrySyncStateResponse> {
+        reply(self.sync_state(request).await)
+    }
+}
+
+/// The RPCs in domain terms: each maps its error to a status once, in
+/// [`reply`].
+impl DeployApi {
+    async fn prepare(
+        &self,
+        request: Request<pb::PrepareDeploymentRequest>,
+    ) -> Result<pb::PrepareDeploymentResponse, Error> {
         use pb::prepare_deployment_response::Deployment;
         let principal = principal(&request)?;
         let request = request.into_inner();
         let config = request
             .registry_config
-            .ok_or_else(|| to_status(Error::invalid("registry_config", "is required")))?;
+            .ok_or_else(|| Error::invalid("registry_config", "is required"))?;
         let prepared = self
             .deployments
             .prepare(
@@ -101,8 +144,7 @@ impl DeployCredentialService for DeployApi {
                     image_tag: config.image_tag,
                 },
             )
-            .await
-            .map_err(to_status)?;
+            .await?;
         let deployment = match prepared.deployment {
             TargetDeployment::Kubernetes {
                 namespace,
@@ -111,40 +153,40 @@ impl DeployCredentialService for DeployApi {
                 namespace,
                 image_pull_secrets,
             }),
-            TargetDeployment::Swarm { registry_auth } => Deployment::Swarm(pb::SwarmDeployment { registry_auth }),
+            TargetDeployment::Swarm { registry_auth } => Deployment::Swarm(pb::SwarmDeployment {
+                registry_auth: registry_auth.to_string(),
+            }),
             TargetDeployment::Compose { image_digest } => Deployment::Compose(pb::ComposeDeployment { image_digest }),
         };
-        Ok(Response::new(pb::PrepareDeploymentResponse {
+        Ok(pb::PrepareDeploymentResponse {
             image: prepared.image,
             registry_id: prepared.registry_id.map(|id| id.to_string()).unwrap_or_default(),
             credential_revision: prepared.credential_revision,
             deployment: Some(deployment),
-        }))
+        })
     }
 
-    async fn release_deployment(
+    async fn release(
         &self,
         request: Request<pb::ReleaseDeploymentRequest>,
-    ) -> Reply<pb::ReleaseDeploymentResponse> {
+    ) -> Result<pb::ReleaseDeploymentResponse, Error> {
         let principal = principal(&request)?;
         self.deployments
             .release(&principal, &request.get_ref().container_id)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::ReleaseDeploymentResponse {}))
+            .await?;
+        Ok(pb::ReleaseDeploymentResponse {})
     }
 
-    async fn resolve_pull_credentials(
+    async fn resolve(
         &self,
         request: Request<pb::ResolvePullCredentialsRequest>,
-    ) -> Reply<pb::ResolvePullCredentialsResponse> {
+    ) -> Result<pb::ResolvePullCredentialsResponse, Error> {
         let principal = principal(&request)?;
         let (stored, login) = self
             .deployments
             .resolve(&principal, &request.get_ref().registry_id)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::ResolvePullCredentialsResponse {
+            .await?;
+        Ok(pb::ResolvePullCredentialsResponse {
             docker_config_key: login.config_key().to_owned(),
             server: login.server.clone(),
             username: login.username.clone(),
@@ -153,36 +195,34 @@ impl DeployCredentialService for DeployApi {
             expire_time: login.expires_at.map(timestamp),
             credential_revision: stored.registry.credential_revision,
             docker_config_json: String::from_utf8_lossy(&login.docker_config_json()).into_owned(),
-        }))
+        })
     }
 
-    async fn list_registry_usages(
+    async fn usages(
         &self,
         request: Request<pb::ListRegistryUsagesRequest>,
-    ) -> Reply<pb::ListRegistryUsagesResponse> {
+    ) -> Result<pb::ListRegistryUsagesResponse, Error> {
         let principal = principal(&request)?;
         let request = request.into_inner();
         let page = self
             .deployments
             .usages(&principal, &request.registry_id, request.page_size, &request.page_token)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::ListRegistryUsagesResponse {
+            .await?;
+        Ok(pb::ListRegistryUsagesResponse {
             usages: page.usages.into_iter().map(usage_to_proto).collect(),
             next_page_token: page.next_page_token,
-        }))
+        })
     }
 
-    async fn get_registry_sync_state(
+    async fn sync_state(
         &self,
         request: Request<pb::GetRegistrySyncStateRequest>,
-    ) -> Reply<pb::GetRegistrySyncStateResponse> {
+    ) -> Result<pb::GetRegistrySyncStateResponse, Error> {
         let principal = principal(&request)?;
         let state = self
             .deployments
             .sync_state(&principal, &request.get_ref().registry_id)
-            .await
-            .map_err(to_status)?;
+            .await?;
         let revision = state.credential_revision;
         let targets = state
             .pull_secrets
@@ -190,10 +230,10 @@ impl DeployCredentialService for DeployApi {
             .map(secret_to_proto)
             .chain(state.swarm_usages.into_iter().map(|u| swarm_to_proto(u, revision)))
             .collect();
-        Ok(Response::new(pb::GetRegistrySyncStateResponse {
+        Ok(pb::GetRegistrySyncStateResponse {
             registry_id: state.registry_id.to_string(),
             credential_revision: revision,
             targets,
-        }))
+        })
     }
 }

@@ -1,6 +1,6 @@
 //! `platform.registry.v1.RegistryService` over the domain use cases.
 
-use registry_core::service::{NewRegistry, Registries, RegistryPatch, TestMode, TestSubject};
+use registry_core::registries::{NewRegistry, Registries, RegistryPatch, TestMode, TestSubject};
 use registry_core::{Error, FieldViolation};
 use registry_proto::v1 as pb;
 use registry_proto::v1::registry_service_server::RegistryService;
@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::principal;
 use crate::convert::{credentials_from_proto, kind_from_proto, registry_to_proto, registry_types};
-use crate::status::to_status;
+use crate::status::reply;
 
 /// The gRPC face of [`Registries`].
 #[derive(Debug, Clone)]
@@ -97,110 +97,129 @@ impl RegistryService for RegistryApi {
         &self,
         request: Request<pb::ListRegistryTypesRequest>,
     ) -> Reply<pb::ListRegistryTypesResponse> {
-        principal(&request)?;
-        Ok(Response::new(pb::ListRegistryTypesResponse {
+        reply(principal(&request).map(|_| pb::ListRegistryTypesResponse {
             registry_types: registry_types(),
         }))
     }
 
     async fn create_registry(&self, request: Request<pb::CreateRegistryRequest>) -> Reply<pb::CreateRegistryResponse> {
-        let principal = principal(&request)?;
-        let request = request.into_inner();
-        let registry = request
-            .registry
-            .ok_or_else(|| to_status(Error::invalid("registry", "is required")))?;
-        let new = NewRegistry {
-            kind: kind_from_proto(registry.r#type, "registry.type").map_err(to_status)?,
-            name: registry.name,
-            credentials: credentials_from_proto(registry.credentials),
-            request_id: Some(request.request_id).filter(|id| !id.is_empty()),
-        };
-        let created = self.registries.create(&principal, new).await.map_err(to_status)?;
-        Ok(Response::new(pb::CreateRegistryResponse {
-            registry: Some(registry_to_proto(created)),
-        }))
+        reply(self.create(request).await)
     }
 
     async fn get_registry(&self, request: Request<pb::GetRegistryRequest>) -> Reply<pb::GetRegistryResponse> {
-        let principal = principal(&request)?;
-        let registry = self
-            .registries
-            .get(&principal, &request.get_ref().registry_id)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::GetRegistryResponse {
-            registry: Some(registry_to_proto(registry)),
-        }))
+        reply(self.get(request).await)
     }
 
     async fn list_registries(&self, request: Request<pb::ListRegistriesRequest>) -> Reply<pb::ListRegistriesResponse> {
-        let principal = principal(&request)?;
-        let request = request.into_inner();
-        let kind = kind_from_proto(request.r#type, "type").map_err(to_status)?;
-        let page = self
-            .registries
-            .list(&principal, request.page_size, &request.page_token, kind)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::ListRegistriesResponse {
-            registries: page.registries.into_iter().map(registry_to_proto).collect(),
-            next_page_token: page.next_page_token,
-        }))
+        reply(self.list(request).await)
     }
 
     async fn update_registry(&self, request: Request<pb::UpdateRegistryRequest>) -> Reply<pb::UpdateRegistryResponse> {
-        let principal = principal(&request)?;
-        let request = request.into_inner();
-        let registry = request
-            .registry
-            .ok_or_else(|| to_status(Error::invalid("registry", "is required")))?;
-        let patch = patch_from(registry, request.update_mask).map_err(to_status)?;
-        let updated = self
-            .registries
-            .update(&principal, &request.registry_id, patch, &request.etag)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::UpdateRegistryResponse {
-            registry: Some(registry_to_proto(updated)),
-        }))
+        reply(self.update(request).await)
     }
 
     async fn delete_registry(&self, request: Request<pb::DeleteRegistryRequest>) -> Reply<pb::DeleteRegistryResponse> {
-        let principal = principal(&request)?;
-        let request = request.into_inner();
-        self.registries
-            .delete(&principal, &request.registry_id, &request.etag, request.force)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::DeleteRegistryResponse {}))
+        reply(self.delete(request).await)
     }
 
     async fn test_registry_connection(
         &self,
         request: Request<pb::TestRegistryConnectionRequest>,
     ) -> Reply<pb::TestRegistryConnectionResponse> {
+        reply(self.test(request).await)
+    }
+}
+
+/// The RPCs in domain terms: each maps its error to a status once, in
+/// [`reply`].
+impl RegistryApi {
+    async fn create(&self, request: Request<pb::CreateRegistryRequest>) -> Result<pb::CreateRegistryResponse, Error> {
         let principal = principal(&request)?;
         let request = request.into_inner();
-        let mode = test_mode(request.mode).map_err(to_status)?;
+        let registry = request
+            .registry
+            .ok_or_else(|| Error::invalid("registry", "is required"))?;
+        let new = NewRegistry {
+            kind: kind_from_proto(registry.r#type, "registry.type")?,
+            name: registry.name,
+            credentials: credentials_from_proto(registry.credentials),
+            request_id: Some(request.request_id).filter(|id| !id.is_empty()),
+        };
+        let created = self.registries.create(&principal, new).await?;
+        Ok(pb::CreateRegistryResponse {
+            registry: Some(registry_to_proto(created)),
+        })
+    }
+
+    async fn get(&self, request: Request<pb::GetRegistryRequest>) -> Result<pb::GetRegistryResponse, Error> {
+        let principal = principal(&request)?;
+        let registry = self.registries.get(&principal, &request.get_ref().registry_id).await?;
+        Ok(pb::GetRegistryResponse {
+            registry: Some(registry_to_proto(registry)),
+        })
+    }
+
+    async fn list(&self, request: Request<pb::ListRegistriesRequest>) -> Result<pb::ListRegistriesResponse, Error> {
+        let principal = principal(&request)?;
+        let request = request.into_inner();
+        let kind = kind_from_proto(request.r#type, "type")?;
+        let page = self
+            .registries
+            .list(&principal, request.page_size, &request.page_token, kind)
+            .await?;
+        Ok(pb::ListRegistriesResponse {
+            registries: page.registries.into_iter().map(registry_to_proto).collect(),
+            next_page_token: page.next_page_token,
+        })
+    }
+
+    async fn update(&self, request: Request<pb::UpdateRegistryRequest>) -> Result<pb::UpdateRegistryResponse, Error> {
+        let principal = principal(&request)?;
+        let request = request.into_inner();
+        let registry = request
+            .registry
+            .ok_or_else(|| Error::invalid("registry", "is required"))?;
+        let patch = patch_from(registry, request.update_mask)?;
+        let updated = self
+            .registries
+            .update(&principal, &request.registry_id, patch, &request.etag)
+            .await?;
+        Ok(pb::UpdateRegistryResponse {
+            registry: Some(registry_to_proto(updated)),
+        })
+    }
+
+    async fn delete(&self, request: Request<pb::DeleteRegistryRequest>) -> Result<pb::DeleteRegistryResponse, Error> {
+        let principal = principal(&request)?;
+        let request = request.into_inner();
+        self.registries
+            .delete(&principal, &request.registry_id, &request.etag, request.force)
+            .await?;
+        Ok(pb::DeleteRegistryResponse {})
+    }
+
+    async fn test(
+        &self,
+        request: Request<pb::TestRegistryConnectionRequest>,
+    ) -> Result<pb::TestRegistryConnectionResponse, Error> {
+        let principal = principal(&request)?;
+        let request = request.into_inner();
+        let mode = test_mode(request.mode)?;
         let subject = if request.registry_id.is_empty() {
             TestSubject::Inline {
-                kind: kind_from_proto(request.r#type, "type").map_err(to_status)?,
+                kind: kind_from_proto(request.r#type, "type")?,
                 credentials: credentials_from_proto(request.credentials),
             }
         } else if request.r#type != 0 || request.credentials.is_some() {
-            return Err(to_status(Error::invalid(
+            return Err(Error::invalid(
                 "registry_id",
                 "set either registry_id or type and credentials, not both",
-            )));
+            ));
         } else {
             TestSubject::Saved(request.registry_id)
         };
-        let outcome = self
-            .registries
-            .test(&principal, subject, mode)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::TestRegistryConnectionResponse {
+        let outcome = self.registries.test(&principal, subject, mode).await?;
+        Ok(pb::TestRegistryConnectionResponse {
             ok: outcome.ok,
             violations: outcome
                 .violations
@@ -212,7 +231,7 @@ impl RegistryService for RegistryApi {
                 .collect(),
             mode: pb::TestMode::Structural.into(),
             server: outcome.server,
-        }))
+        })
     }
 }
 

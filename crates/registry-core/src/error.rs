@@ -1,6 +1,12 @@
-//! The domain's errors. `registry-api` maps each variant to a gRPC status.
+//! The domain's errors, and the conversions into them. `registry-api` maps
+//! each variant to a gRPC status in one place.
 
 use std::fmt;
+use std::time::Duration;
+
+use crate::ports::login::LoginError;
+use crate::ports::orchestrators::TargetError;
+use crate::ports::store::StoreError;
 
 /// A problem with one input field. `field` is a path such as
 /// `credentials.ghcr.token`; `description` never contains a secret's value.
@@ -74,13 +80,25 @@ pub enum Error {
         registry_id: String,
         containers: Vec<String>,
     },
-    /// The system is not in the state the request needs (a missing namespace,
-    /// a foreign Secret, credentials the registry refused).
+    /// The namespace holds another organization's deployments.
+    #[error(
+        "namespace {namespace:?} on target {target:?} belongs to another organization; \
+         a namespace holds the pull secrets of one organization only"
+    )]
+    NamespaceTaken { target: String, namespace: String },
+    /// The system is not in the state the request needs.
     #[error("{0}")]
     FailedPrecondition(String),
-    /// An orchestrator cannot be reached or is throttling; retry later.
-    #[error("{0}")]
-    Unavailable(String),
+    /// An orchestrator target refused or failed a request.
+    #[error("target {target:?}: {source}")]
+    Target {
+        target: String,
+        #[source]
+        source: TargetError,
+    },
+    /// The credentials gave no docker login.
+    #[error(transparent)]
+    Login(#[from] LoginError),
     /// The request is valid but this server does not offer it.
     #[error("{0}")]
     Unsupported(String),
@@ -88,8 +106,11 @@ pub enum Error {
     #[error("credentials of registry {registry_id:?} cannot be decrypted: {reason}")]
     Undecryptable { registry_id: String, reason: String },
     /// The store cannot be reached or failed.
-    #[error("store unavailable: {0}")]
-    Store(String),
+    #[error("store: {0}")]
+    Store(#[source] StoreError),
+    /// The server is at capacity; retry later.
+    #[error("{0}")]
+    Overloaded(String),
     /// Something that should not happen; its message is safe to show.
     #[error("internal error: {0}")]
     Internal(String),
@@ -113,6 +134,38 @@ impl Error {
         Self::NotFound {
             resource: Resource::Registry,
             id: id.into(),
+        }
+    }
+
+    /// A target's failure, kept as data.
+    pub fn target(target: &str, source: TargetError) -> Self {
+        Self::Target {
+            target: target.to_owned(),
+            source,
+        }
+    }
+
+    /// How long the caller should wait before retrying, when the failure
+    /// says so (a throttling target).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Target {
+                source: TargetError::Throttled { retry_after },
+                ..
+            } => Some(*retry_after),
+            _ => None,
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NameTaken(name) => Error::AlreadyExists {
+                resource: Resource::Registry,
+                name,
+            },
+            other => Error::Store(other),
         }
     }
 }

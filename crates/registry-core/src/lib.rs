@@ -1,32 +1,41 @@
 //! The domain of the container-registry credential service.
 //!
+//! Domain:
 //! - [`kind`] — the nine registry kinds and their form schema;
 //! - [`credentials`] — secret-typed credentials, masking, the server they are for;
 //! - [`validate`] — what "structurally valid" means for each kind;
 //! - [`reference`] — image references per the distribution grammar;
-//! - [`sealer`] — the encryption-at-rest port;
 //! - [`registry`] — the stored resource, ids, etags, timestamps;
 //! - [`principal`] — callers and their roles;
-//! - [`ports`] — the storage port;
-//! - [`service`] — the registry use cases;
 //! - [`login`] — docker logins, `.dockerconfigjson` and `X-Registry-Auth`;
-//! - [`deploy`] — usages, pull Secrets, targets and their ports;
-//! - [`deployments`] — the deploy use cases;
-//! - [`sync`] — the pull Secret sync loop (rotation fan-out, deletion).
+//! - [`usage`] — usages, pull Secrets and their sync state, leases;
+//! - [`targets`] — orchestrator targets, their organizations and namespaces;
+//! - [`audit`] — the audit trail's actions and outcomes;
+//! - [`error`] — the errors of the use cases.
+//!
+//! Ports (traits the adapters implement): [`ports`].
+//!
+//! Use cases:
+//! - [`registries`] — create, read, list, update (rename, rotate), delete, test;
+//! - [`deployments`] — prepare and release deployments, hand out logins;
+//! - [`sync`] — the pull Secret sync loop (rotation fan-out, deletion);
+//! - [`drift`] — repair of pull Secrets changed behind the service's back.
 
+pub mod audit;
 pub mod credentials;
-pub mod deploy;
 pub mod deployments;
+pub mod drift;
 pub mod error;
 pub mod kind;
 pub mod login;
 pub mod ports;
 pub mod principal;
 pub mod reference;
+pub mod registries;
 pub mod registry;
-pub mod sealer;
-pub mod service;
 pub mod sync;
+pub mod targets;
+pub mod usage;
 pub mod validate;
 
 pub use credentials::{CredentialHint, Credentials};

@@ -11,7 +11,7 @@ use crate::kind::RegistryKind;
 const BASE32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 
 /// `count` random lowercase base32 characters.
-fn random_base32(count: usize) -> String {
+pub(crate) fn random_base32(count: usize) -> String {
     let mut bytes = vec![0u8; count];
     // getrandom fails only without an OS random source, where nothing secure
     // can run at all.
@@ -74,6 +74,12 @@ impl Timestamp {
             .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
             .unwrap_or(0);
         Self(micros)
+    }
+
+    /// This time plus `delay` (saturating).
+    pub fn after(self, delay: std::time::Duration) -> Self {
+        let micros = i64::try_from(delay.as_micros()).unwrap_or(i64::MAX);
+        Self(self.0.saturating_add(micros))
     }
 
     pub fn seconds(self) -> i64 {

@@ -1,23 +1,36 @@
-//! The pull Secret sync loop. Rotation and deletion only change the desired
-//! state in the store (in the same transaction as the registry); this loop
-//! brings every Kubernetes pull Secret to it — bounded concurrency, an
-//! optional QPS cap, `Retry-After` honoured — and records the outcome of each
-//! Secret, so a crash or restart resumes where it stopped.
+//! The pull Secret sync loop. Rotations, releases and deletions only change
+//! desired state in the store (in the same transaction as what caused them);
+//! this loop brings every Kubernetes pull Secret to it.
+//!
+//! Work is claimed per Secret with a lease (at most one writer per Secret,
+//! across replicas; a dead writer's lease runs out and another replica takes
+//! over), every orchestrator request has a deadline, a `Retry-After` becomes
+//! the Secret's next attempt time (capped) instead of a sleep, and each
+//! outcome is recorded as it completes — so one slow or hanging namespace or
+//! target never holds back the others, and a crash resumes where it stopped.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use tokio::sync::{Mutex, Notify};
+use futures::stream::FuturesUnordered;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::credentials::Credentials;
-use crate::deploy::{DeployStore, PullSecret, PullSecretState, SyncStatus, Target, TargetError, Targets};
-use crate::login::LoginProvider;
-use crate::ports::StoreError;
+use crate::drift::DriftRepair;
+use crate::ports::login::LoginProvider;
+use crate::ports::orchestrators::{PullSecret, PullSecretApi, TargetError};
+use crate::ports::sealer::{SealContext, Sealer};
+use crate::ports::store::{DeployStore, SecretOutcome, StoreError};
 use crate::registry::{Registry, RegistryId, Timestamp};
-use crate::sealer::{SealContext, Sealer};
+use crate::targets::Targets;
+use crate::usage::{PullSecretState, Replica, SecretKey};
+
+/// The longest `Retry-After` honoured: a target asking for more is tried
+/// again after this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
 /// Wakes the sync loop after a write that changed desired state.
 #[derive(Debug, Clone, Default)]
@@ -28,25 +41,25 @@ impl SyncTrigger {
         self.0.notify_one();
     }
 
-    async fn woken(&self) {
+    pub(crate) async fn woken(&self) {
         self.0.notified().await;
     }
 }
 
-/// How hard the loop may push the orchestrators.
+/// How hard the loop may push the orchestrators, and how long it waits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SyncSettings {
-    /// Secrets written at once.
+    /// Secrets written at once (per replica).
     pub concurrency: usize,
     /// Writes per second over all targets; `None`: no cap.
     pub qps: Option<f64>,
-    /// 429 answers retried in place (after their `Retry-After`) before the
-    /// Secret is left pending for a later pass.
-    pub throttle_retries: u32,
-    /// Rows claimed per pass.
-    pub batch: u64,
-    /// A pass also runs this often without being woken (retries, back-off).
+    /// The loop also looks for due work this often without being woken.
     pub interval: Duration,
+    /// The deadline of one orchestrator request.
+    pub call_timeout: Duration,
+    /// How long a claimed Secret stays this replica's: longer than the
+    /// work on one Secret can take.
+    pub lease: Duration,
 }
 
 impl Default for SyncSettings {
@@ -54,9 +67,9 @@ impl Default for SyncSettings {
         Self {
             concurrency: 16,
             qps: None,
-            throttle_retries: 5,
-            batch: 500,
             interval: Duration::from_secs(10),
+            call_timeout: Duration::from_secs(15),
+            lease: Duration::from_secs(120),
         }
     }
 }
@@ -64,24 +77,37 @@ impl Default for SyncSettings {
 /// What one pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SyncReport {
-    pub synced: usize,
+    /// Secrets written (or found holding a newer revision).
+    pub applied: usize,
     pub deleted: usize,
     pub failed: usize,
-    pub pending: usize,
+    /// Attempts put off (throttling, conflicts).
+    pub retried: usize,
+}
+
+impl SyncReport {
+    fn count(&mut self, outcome: &SecretOutcome) {
+        match outcome {
+            SecretOutcome::Applied { .. } => self.applied += 1,
+            SecretOutcome::Deleted => self.deleted += 1,
+            SecretOutcome::Failed { .. } | SecretOutcome::RegistryGone => self.failed += 1,
+            SecretOutcome::Retry { .. } => self.retried += 1,
+        }
+    }
 }
 
 /// Spaces writes `1 / qps` apart.
 #[derive(Debug)]
 struct RateLimiter {
     interval: Duration,
-    next: Mutex<Instant>,
+    next: tokio::sync::Mutex<Instant>,
 }
 
 impl RateLimiter {
     fn new(qps: f64) -> Self {
         Self {
             interval: Duration::from_secs_f64(1.0 / qps),
-            next: Mutex::new(Instant::now()),
+            next: tokio::sync::Mutex::new(Instant::now()),
         }
     }
 
@@ -96,6 +122,43 @@ impl RateLimiter {
     }
 }
 
+/// Exponential back-off after `attempts` failures: 1 s, 2 s, ... 5 min.
+pub(crate) fn backoff(attempts: i32) -> Duration {
+    let exponent = u32::try_from(attempts.clamp(0, 8)).unwrap_or(8);
+    Duration::from_secs(1 << exponent).min(Duration::from_secs(300))
+}
+
+/// The outcome of a failed attempt at a Secret that failed `attempts`
+/// times before: throttling and conflicts wait (a `Retry-After` capped at
+/// [`MAX_RETRY_AFTER`]), the rest backs off.
+pub(crate) fn failure_outcome(error: &TargetError, attempts: i32) -> SecretOutcome {
+    let now = Timestamp::now();
+    match error {
+        TargetError::Throttled { retry_after } => {
+            let wait = (*retry_after).min(MAX_RETRY_AFTER);
+            SecretOutcome::Retry {
+                not_before: now.after(wait),
+                error: format!(
+                    "throttled by the orchestrator (Retry-After {} s, waiting {} s)",
+                    retry_after.as_secs(),
+                    wait.as_secs()
+                ),
+            }
+        }
+        TargetError::Conflict(_) => SecretOutcome::Retry {
+            not_before: now,
+            error: error.to_string(),
+        },
+        _ => SecretOutcome::Failed {
+            error: error.to_string(),
+            not_before: now.after(backoff(attempts.saturating_add(1))),
+        },
+    }
+}
+
+/// A registry at its current revision with its opened credentials.
+type Opened = Arc<(Registry, Result<Credentials, String>)>;
+
 /// The sync loop over the store and the configured targets.
 #[derive(Debug, Clone)]
 pub struct SecretSync {
@@ -106,16 +169,9 @@ pub struct SecretSync {
     trigger: SyncTrigger,
     limiter: Option<Arc<RateLimiter>>,
     logins: Arc<dyn LoginProvider>,
-}
-
-fn backoff(attempts: i32) -> Duration {
-    let exponent = u32::try_from(attempts.clamp(0, 8)).unwrap_or(8);
-    Duration::from_secs(1 << exponent).min(Duration::from_secs(300))
-}
-
-fn later(delay: Duration) -> Timestamp {
-    let micros = i64::try_from(delay.as_micros()).unwrap_or(i64::MAX);
-    Timestamp(Timestamp::now().0.saturating_add(micros))
+    replica: Arc<Replica>,
+    /// Credentials opened during a pass, by registry.
+    opened: Arc<Mutex<HashMap<RegistryId, Opened>>>,
 }
 
 impl SecretSync {
@@ -139,218 +195,239 @@ impl SecretSync {
             trigger,
             limiter,
             logins,
+            replica: Arc::new(Replica::random()),
+            opened: Arc::default(),
         }
+    }
+
+    /// The same loop as `replica` (which names its leases).
+    pub fn with_replica(mut self, replica: Arc<Replica>) -> Self {
+        self.replica = replica;
+        self
     }
 
     pub fn trigger(&self) -> SyncTrigger {
         self.trigger.clone()
     }
 
-    /// Runs passes until `shutdown` resolves: at start (resuming whatever a
-    /// crash left), when woken, and every `interval`.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        loop {
-            match self.run_once().await {
-                Ok(report) if report != SyncReport::default() => {
-                    tracing::info!(?report, "pull secret sync pass");
+    /// Runs until `shutdown` resolves: passes at start (resuming whatever a
+    /// crash left), when woken and every `interval`; and, per Kubernetes
+    /// target, the repair of Secrets changed out of band.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let repairs = self.targets.kubernetes().map(|(name, api)| {
+            DriftRepair::new(Arc::clone(&self.store), self.trigger.clone()).run(name.to_owned(), Arc::clone(api))
+        });
+        let repairs = futures::future::join_all(repairs);
+        let passes = async {
+            loop {
+                match self.pass().await {
+                    Ok(report) if report != SyncReport::default() => {
+                        tracing::info!(?report, "pull secret sync pass");
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::error!(%error, "pull secret sync pass failed"),
                 }
-                Ok(_) => {}
-                Err(error) => tracing::error!(%error, "pull secret sync pass failed"),
+                tokio::select! {
+                    () = self.trigger.woken() => {}
+                    () = tokio::time::sleep(self.settings.interval) => {}
+                }
             }
-            tokio::select! {
-                () = &mut shutdown => return,
-                () = self.trigger.woken() => {}
-                () = tokio::time::sleep(self.settings.interval) => {}
-            }
+        };
+        tokio::select! {
+            () = shutdown => {}
+            _ = repairs => {}
+            () = passes => {}
+        }
+        // What this replica was writing is another's (or its successor's)
+        // to finish, now rather than when the leases run out.
+        match self.store.release_leases(self.replica.id()).await {
+            Ok(0) => {}
+            Ok(released) => tracing::info!(released, "released the leases of pull secrets in flight"),
+            Err(error) => tracing::warn!(%error, "releasing leases at shutdown failed; they run out instead"),
         }
     }
 
-    /// Brings every due pull Secret to its desired state, batch by batch.
+    /// Brings every due pull Secret to its desired state and returns when
+    /// none is due (for tests and benchmarks; [`SecretSync::run`] loops).
     pub async fn run_once(&self) -> Result<SyncReport, StoreError> {
-        let mut report = SyncReport::default();
-        loop {
-            let due = self
-                .store
-                .due_pull_secrets(Timestamp::now(), self.settings.batch)
-                .await?;
-            if due.is_empty() {
-                return Ok(report);
-            }
-            let claimed = due.len();
-            let credentials = self.load_credentials(&due).await?;
-            let outcomes: Vec<PullSecretState> = futures::stream::iter(due)
-                .map(|row| self.sync_one(row, &credentials))
-                .buffer_unordered(self.settings.concurrency.max(1))
-                .collect()
-                .await;
-            let mut progressed = false;
-            for outcome in &outcomes {
-                match outcome.status {
-                    SyncStatus::Synced if outcome.desired_revision == 0 => report.deleted += 1,
-                    SyncStatus::Synced => report.synced += 1,
-                    SyncStatus::Failed => report.failed += 1,
-                    SyncStatus::Pending => report.pending += 1,
-                }
-                progressed |= outcome.status == SyncStatus::Synced;
-            }
-            self.store.record_sync(&outcomes).await?;
-            // Rows that failed or wait are not due again before their
-            // not_before: stop once a batch made no progress.
-            if !progressed || claimed < usize::try_from(self.settings.batch).unwrap_or(usize::MAX) {
-                return Ok(report);
-            }
-        }
+        self.pass().await
     }
 
-    /// The current credentials of every registry the rows belong to, opened
-    /// once per pass (`None`: the registry no longer exists).
-    async fn load_credentials(&self, rows: &[PullSecretState]) -> Result<CredentialCache, StoreError> {
-        let mut cache = CredentialCache::new();
-        for row in rows {
-            if row.desired_revision == 0 || cache.contains_key(&row.registry_id) {
+    /// Claims due Secrets as workers free up, converges each, records each
+    /// outcome as it completes, and returns when nothing is due or running.
+    async fn pass(&self) -> Result<SyncReport, StoreError> {
+        let concurrency = self.settings.concurrency.max(1);
+        // Claim in batches once a quarter of the workers are free.
+        let refill = (concurrency / 4).max(1);
+        let mut report = SyncReport::default();
+        let mut running = FuturesUnordered::new();
+        let mut exhausted = false;
+        let result = loop {
+            let free = concurrency - running.len();
+            if !exhausted && (free >= refill || running.is_empty()) {
+                let lease = self.replica.lease(self.settings.lease);
+                let limit = u64::try_from(free).unwrap_or(u64::MAX);
+                match self.store.claim_due(Timestamp::now(), &lease, limit).await {
+                    Ok(rows) => {
+                        exhausted = rows.len() < free;
+                        for row in rows {
+                            running.push(self.converge_claimed(row, lease.owner.clone()));
+                        }
+                    }
+                    // The running ones still finish and record.
+                    Err(error) if !running.is_empty() => {
+                        tracing::error!(%error, "claiming pull secrets failed");
+                        exhausted = true;
+                    }
+                    Err(error) => break Err(error),
+                }
+            }
+            if running.is_empty() {
+                if exhausted {
+                    break Ok(report);
+                }
                 continue;
             }
-            let loaded = match self.store.registry_by_id(&row.registry_id).await? {
-                None => None,
-                Some(stored) => {
-                    let registry = &stored.registry;
-                    let context = SealContext {
-                        registry_id: registry.id.as_str(),
-                        kind: registry.kind,
-                    };
-                    let opened = self
-                        .sealer
-                        .open(context, &stored.sealed_credentials)
-                        .map_err(|e| format!("credentials of registry {} cannot be opened: {e}", registry.id))
-                        .and_then(|plaintext| {
-                            Credentials::from_plaintext(&plaintext)
-                                .map_err(|_| format!("credentials of registry {} are corrupt", registry.id))
-                        });
-                    Some((stored.registry, opened))
+            tokio::select! {
+                Some((key, outcome, owner)) = running.next() => {
+                    report.count(&outcome);
+                    if let Err(error) = self.store.record_outcome(&key, &outcome, Some(&owner)).await {
+                        // The lease runs out and another attempt is made.
+                        tracing::error!(%error, registry_id = %key.registry_id, namespace = key.namespace, "recording a sync outcome failed");
+                    }
+                    exhausted = false;
                 }
-            };
-            cache.insert(row.registry_id.clone(), loaded);
-        }
-        Ok(cache)
+                () = self.trigger.woken() => exhausted = false,
+                () = tokio::time::sleep(self.settings.interval) => exhausted = false,
+            }
+        };
+        self.opened.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        result
     }
 
-    async fn sync_one(&self, mut row: PullSecretState, credentials: &CredentialCache) -> PullSecretState {
-        let result = self.converge(&mut row, credentials).await;
-        row.updated_at = Timestamp::now();
-        match result {
-            Ok(refresh_at) => {
-                row.refresh_at = refresh_at;
-                row.applied_revision = row.desired_revision;
-                row.status = SyncStatus::Synced;
-                row.error.clear();
-                row.attempts = 0;
-            }
-            Err(TargetError::Throttled { retry_after }) => {
-                row.status = SyncStatus::Pending;
-                row.error = "throttled by the orchestrator".into();
-                row.not_before = later(retry_after);
-            }
+    async fn converge_claimed(&self, row: PullSecretState, owner: String) -> (SecretKey, SecretOutcome, String) {
+        let outcome = self.converge(&row).await;
+        if let SecretOutcome::Failed { error, .. } = &outcome {
+            tracing::warn!(
+                registry_id = %row.registry_id, target = row.target, namespace = row.namespace, error,
+                "pull secret sync failed"
+            );
+        }
+        (row.key(), outcome, owner)
+    }
+
+    /// Writes (or deletes) one Secret.
+    async fn converge(&self, row: &PullSecretState) -> SecretOutcome {
+        let Some(api) = self.targets.get(&row.target).and_then(|t| t.pull_secrets()) else {
+            return SecretOutcome::Failed {
+                error: format!("{:?} is not a configured kubernetes target", row.target),
+                not_before: Timestamp::now().after(backoff(row.attempts.saturating_add(1))),
+            };
+        };
+        if let Some(limiter) = &self.limiter {
+            limiter.acquire().await;
+        }
+        if row.desired_revision == 0 {
+            return match self
+                .call(api.delete(&row.namespace, &row.secret_name, &row.registry_id, row.generation))
+                .await
+            {
+                Ok(_) => SecretOutcome::Deleted,
+                Err(error) => failure_outcome(&error, row.attempts),
+            };
+        }
+        let opened = match self.opened(&row.registry_id, row.desired_revision).await {
+            Ok(Some(opened)) => opened,
+            Ok(None) => return SecretOutcome::RegistryGone,
             Err(error) => {
-                tracing::warn!(
-                    registry_id = %row.registry_id, target = row.target, namespace = row.namespace, %error,
-                    "pull secret sync failed"
-                );
-                row.status = SyncStatus::Failed;
-                row.error = error.to_string();
-                row.attempts = row.attempts.saturating_add(1);
-                row.not_before = later(backoff(row.attempts));
+                return SecretOutcome::Failed {
+                    error: format!("reading registry {}: {error}", row.registry_id),
+                    not_before: Timestamp::now().after(backoff(row.attempts.saturating_add(1))),
+                };
             }
-        }
-        row
+        };
+        self.apply(api.as_ref(), row, &opened).await
     }
 
-    /// Writes (or deletes) one Secret, retrying 429s after their Retry-After.
-    /// Returns when the written Secret is to be refreshed (expiring logins).
-    async fn converge(
-        &self,
-        row: &mut PullSecretState,
-        credentials: &CredentialCache,
-    ) -> Result<Option<Timestamp>, TargetError> {
-        let api = match self.targets.get(&row.target) {
-            Some(Target::Kubernetes { api, .. }) => Arc::clone(api),
-            Some(_) | None => {
-                return Err(TargetError::Other(format!(
-                    "{:?} is not a configured kubernetes target",
-                    row.target
-                )));
-            }
+    async fn apply(&self, api: &dyn PullSecretApi, row: &PullSecretState, opened: &Opened) -> SecretOutcome {
+        let (registry, credentials) = &**opened;
+        let failed = |error: String| SecretOutcome::Failed {
+            error,
+            not_before: Timestamp::now().after(backoff(row.attempts.saturating_add(1))),
         };
-        let mut refresh_at = None;
-        let config = if row.desired_revision == 0 {
-            None
-        } else {
-            match self.docker_config(row, credentials).await? {
-                Some((config, refresh)) => {
-                    refresh_at = refresh;
-                    Some(config)
-                }
-                // The registry is gone: its Secret goes too.
-                None => {
-                    row.desired_revision = 0;
-                    None
-                }
-            }
+        let credentials = match credentials {
+            Ok(credentials) => credentials,
+            Err(error) => return failed(error.clone()),
         };
-        let mut throttled = 0;
-        loop {
-            if let Some(limiter) = &self.limiter {
-                limiter.acquire().await;
-            }
-            let result = match &config {
-                Some(config) => {
-                    api.apply(PullSecret {
-                        namespace: &row.namespace,
-                        name: &row.secret_name,
-                        registry_id: &row.registry_id,
-                        revision: row.desired_revision,
-                        docker_config_json: config,
-                    })
-                    .await
-                }
-                None => api.delete(&row.namespace, &row.secret_name, &row.registry_id).await,
-            };
-            match result {
-                Err(TargetError::Throttled { retry_after }) if throttled < self.settings.throttle_retries => {
-                    throttled += 1;
-                    tokio::time::sleep(retry_after).await;
-                }
-                other => return other.map(|()| refresh_at),
-            }
+        let login = match self.logins.login(registry, credentials, &row.server).await {
+            Ok(login) => login,
+            Err(error) => return failed(error.to_string()),
+        };
+        let config = login.docker_config_json();
+        let applied = self
+            .call(api.apply(PullSecret {
+                namespace: &row.namespace,
+                name: &row.secret_name,
+                registry_id: &row.registry_id,
+                organization: &row.organization,
+                revision: registry.credential_revision,
+                generation: row.generation,
+                docker_config_json: &config,
+            }))
+            .await;
+        match applied {
+            Ok(applied) => SecretOutcome::Applied {
+                revision: applied.revision,
+                version: applied.version,
+                refresh_at: login.refresh_at(Timestamp::now()),
+            },
+            Err(error) => failure_outcome(&error, row.attempts),
         }
     }
 
-    /// The `.dockerconfigjson` of the row's registry at its current revision
-    /// and when it is to be refreshed, or `None` when the registry no longer
-    /// exists.
-    async fn docker_config(
-        &self,
-        row: &mut PullSecretState,
-        credentials: &CredentialCache,
-    ) -> Result<Option<(zeroize::Zeroizing<Vec<u8>>, Option<Timestamp>)>, TargetError> {
-        let Some(Some((registry, opened))) = credentials.get(&row.registry_id) else {
+    /// The registry (at a revision no older than `revision`) and its opened
+    /// credentials, read once per pass; `None` when it no longer exists.
+    async fn opened(&self, id: &RegistryId, revision: i64) -> Result<Option<Opened>, StoreError> {
+        let cached = self
+            .opened
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .filter(|o| o.0.credential_revision >= revision)
+            .cloned();
+        if let Some(opened) = cached {
+            return Ok(Some(opened));
+        }
+        let Some(stored) = self.store.registry_by_id(id).await? else {
             return Ok(None);
         };
-        // A rotation that happened since the row was read wins.
-        row.desired_revision = row.desired_revision.max(registry.credential_revision);
-        let credentials = opened.as_ref().map_err(|e| TargetError::Other(e.clone()))?;
-        let login = self
-            .logins
-            .login(registry, credentials, &row.server)
+        let registry = &stored.registry;
+        let context = SealContext {
+            registry_id: registry.id.as_str(),
+            kind: registry.kind,
+        };
+        let credentials = self
+            .sealer
+            .open(context, &stored.sealed_credentials)
+            .map_err(|e| format!("credentials of registry {} cannot be opened: {e}", registry.id))
+            .and_then(|plaintext| {
+                Credentials::from_plaintext(&plaintext)
+                    .map_err(|_| format!("credentials of registry {} are corrupt", registry.id))
+            });
+        let opened: Opened = Arc::new((stored.registry, credentials));
+        self.opened
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.clone(), Arc::clone(&opened));
+        Ok(Some(opened))
+    }
+
+    async fn call<T>(&self, request: impl Future<Output = Result<T, TargetError>>) -> Result<T, TargetError> {
+        tokio::time::timeout(self.settings.call_timeout, request)
             .await
-            .map_err(|e| TargetError::Other(e.to_string()))?;
-        Ok(Some((login.docker_config_json(), login.refresh_at(Timestamp::now()))))
+            .unwrap_or(Err(TargetError::Timeout(self.settings.call_timeout)))
     }
 }
-
-/// Each registry (at its current revision) and its opened credentials, or
-/// `None` when it no longer exists.
-type CredentialCache = HashMap<RegistryId, Option<(Registry, Result<Credentials, String>)>>;
 
 #[cfg(test)]
 mod tests {
@@ -361,6 +438,20 @@ mod tests {
         assert_eq!(backoff(0), Duration::from_secs(1));
         assert_eq!(backoff(3), Duration::from_secs(8));
         assert_eq!(backoff(50), Duration::from_secs(256));
+    }
+
+    #[test]
+    fn a_day_of_retry_after_waits_five_minutes() {
+        let day = TargetError::Throttled {
+            retry_after: Duration::from_secs(86_400),
+        };
+        let before = Timestamp::now();
+        let SecretOutcome::Retry { not_before, error } = failure_outcome(&day, 0) else {
+            panic!("a throttled attempt is retried");
+        };
+        let waited = Duration::from_micros(u64::try_from(not_before.0 - before.0).unwrap_or(0));
+        assert!(waited >= MAX_RETRY_AFTER && waited < MAX_RETRY_AFTER + Duration::from_secs(5));
+        assert!(error.contains("86400") && error.contains("300"), "{error}");
     }
 
     #[tokio::test(start_paused = true)]

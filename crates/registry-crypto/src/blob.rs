@@ -1,7 +1,7 @@
 //! The byte layout of a sealed blob and its associated data (see the crate
 //! documentation for the table).
 
-use registry_core::sealer::{SealContext, SealError};
+use registry_core::ports::sealer::{SealContext, SealError};
 
 use crate::key::KEY_LEN;
 

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use registry_core::sealer::{SealContext, SealError, Sealer};
+use registry_core::ports::sealer::{SealContext, SealError, Sealer};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;

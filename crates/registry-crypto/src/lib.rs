@@ -1,9 +1,9 @@
 //! Envelope encryption at rest for registry credentials: [`KeyRing`], the
-//! implementation of the [`Sealer`](registry_core::sealer::Sealer) port.
+//! implementation of the [`Sealer`](registry_core::ports::sealer::Sealer) port.
 //!
 //! # Envelope
 //!
-//! Every [`seal`](registry_core::sealer::Sealer::seal) draws a fresh random
+//! Every [`seal`](registry_core::ports::sealer::Sealer::seal) draws a fresh random
 //! 256-bit data key and encrypts the plaintext under it with AES-256-GCM and a
 //! random 96-bit nonce. The data key is then wrapped (AES-256-GCM, its own
 //! random nonce) by the ring's primary master key. Only the wrapped data key

@@ -214,7 +214,7 @@ fn create_key_file(path: &Path, key: &str) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use registry_core::RegistryKind;
-    use registry_core::sealer::{SealContext, Sealer as _};
+    use registry_core::ports::sealer::{SealContext, Sealer as _};
 
     use super::*;
     use crate::generate_key;

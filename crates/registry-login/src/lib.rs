@@ -18,7 +18,8 @@ use aws_sdk_ecr::config::{BehaviorVersion, Region, SharedHttpClient, retry::Retr
 use aws_sdk_ecr::error::SdkError;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use registry_core::login::{DockerLogin, LoginError, LoginProvider, StaticLogins};
+use registry_core::login::{DockerLogin, StaticLogins};
+use registry_core::ports::login::{LoginError, LoginProvider};
 use registry_core::{Credentials, Registry, RegistryId, Timestamp, reference};
 use secrecy::{ExposeSecret as _, SecretString};
 use zeroize::Zeroizing;

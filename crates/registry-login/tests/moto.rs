@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use registry_core::login::{LoginError, LoginProvider};
+use registry_core::ports::login::{LoginError, LoginProvider};
 use registry_core::{Credentials, Registry, RegistryId, RegistryKind, Timestamp};
 use registry_login::{LoginSettings, Logins};
 use secrecy::ExposeSecret as _;

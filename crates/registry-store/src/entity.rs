@@ -109,6 +109,38 @@ pub mod pull_secrets {
         pub updated_at: i64,
         /// When a synced Secret whose login expires is re-applied; 0: never.
         pub refresh_at: i64,
+        /// Raised each time a Secret marked for deletion is wanted again.
+        pub generation: i64,
+        /// The uid and resourceVersion of the Secret as last written or
+        /// seen; empty: unknown.
+        pub written_uid: String,
+        pub written_version: String,
+        /// Who is writing the Secret and until when (microseconds); empty:
+        /// no one.
+        pub lease_owner: String,
+        pub lease_until: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Which organization owns a namespace of a Kubernetes target: the first to
+/// deploy there, until nothing of it is left there.
+pub mod namespace_owners {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "namespace_owners")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub target: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub namespace: String,
+        pub organization: String,
+        pub created_at: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

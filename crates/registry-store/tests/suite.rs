@@ -2,9 +2,16 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use registry_core::deploy::{DeployStore, PullSecretState, SyncStatus, Usage};
-use registry_core::ports::{AuditEvent, Inserted, ListQuery, RegistryStore, StoreError, WriteOutcome};
+use std::time::Duration;
+
+use registry_core::audit::{AuditAction, AuditEvent, AuditOutcome};
+use registry_core::ports::orchestrators::SecretVersion;
+use registry_core::ports::store::{
+    DeployStore, Inserted, IntentOutcome, ListQuery, RecordedIntent, RegistryStore, SecretIntent, SecretOutcome,
+    StoreError, UsageIntent, WriteOutcome,
+};
 use registry_core::registry::new_etag;
+use registry_core::usage::{Lease, PullSecretState, SecretKey, SyncStatus, Usage};
 use registry_core::{CredentialHint, Registry, RegistryId, RegistryKind, StoredRegistry, Timestamp};
 use registry_store::SeaStore;
 
@@ -51,8 +58,17 @@ store_suite!(
     usages_are_recorded_replaced_and_released,
     rotation_marks_every_pull_secret_pending,
     deleting_a_used_registry_needs_force,
-    sync_outcomes_never_undo_a_newer_rotation,
+    an_intent_wants_the_revision_current_at_its_commit,
+    outcomes_never_lower_what_a_row_wants,
+    intents_for_a_deleted_registry_record_nothing,
+    a_usage_cannot_reference_a_missing_registry,
+    one_organization_per_namespace,
+    claims_lease_each_row_to_one_writer,
+    a_secret_wanted_again_is_a_new_generation,
+    abandoned_intents_restore_the_earlier_usage,
+    drift_marks_a_row_pending_once,
     synced_secrets_with_expiring_logins_are_due_at_refresh_at,
+    concurrent_intents_of_one_container_are_an_upsert,
 );
 
 fn registry(organization: &str, name: &str) -> StoredRegistry {
@@ -80,20 +96,21 @@ fn registry(organization: &str, name: &str) -> StoredRegistry {
     }
 }
 
-fn audit(action: &str, registry: &StoredRegistry) -> AuditEvent {
-    AuditEvent {
-        at: Timestamp::now(),
-        organization: registry.registry.organization.clone(),
-        actor: "alice".into(),
-        action: action.into(),
-        registry_id: Some(registry.registry.id.clone()),
-        outcome: "ok".into(),
-        detail: String::new(),
-    }
+fn audit(action: AuditAction, registry: &StoredRegistry) -> AuditEvent {
+    AuditEvent::by(
+        &registry.registry.organization,
+        "alice",
+        action,
+        Some(&registry.registry.id),
+        AuditOutcome::Ok,
+        "",
+    )
 }
 
 async fn insert(store: &SeaStore, registry: &StoredRegistry) {
-    let inserted = store.insert(registry, None, &audit("registry.create", registry)).await;
+    let inserted = store
+        .insert(registry, None, &audit(AuditAction::RegistryCreate, registry))
+        .await;
     assert_eq!(inserted, Ok(Inserted::Created));
 }
 
@@ -119,7 +136,11 @@ async fn organizations_are_isolated(store: SeaStore) {
     foreign.registry.organization = "globex".into();
     assert_eq!(
         store
-            .update(&foreign, &r.registry.etag, &audit("registry.update", &foreign))
+            .update(
+                &foreign,
+                &r.registry.etag,
+                &audit(AuditAction::RegistryUpdate, &foreign)
+            )
             .await,
         Ok(WriteOutcome::NotFound)
     );
@@ -130,7 +151,7 @@ async fn organizations_are_isolated(store: SeaStore) {
                 &r.registry.id,
                 &r.registry.etag,
                 false,
-                &audit("registry.delete", &r)
+                &audit(AuditAction::RegistryDelete, &r)
             )
             .await,
         Ok(WriteOutcome::NotFound)
@@ -142,7 +163,9 @@ async fn names_are_unique_per_organization(store: SeaStore) {
     insert(&store, &registry("acme", "Docker Hub")).await;
     let twin = registry("acme", "Docker Hub");
     assert_eq!(
-        store.insert(&twin, None, &audit("registry.create", &twin)).await,
+        store
+            .insert(&twin, None, &audit(AuditAction::RegistryCreate, &twin))
+            .await,
         Err(StoreError::NameTaken("Docker Hub".into()))
     );
     assert_eq!(store.get("acme", &twin.registry.id).await.unwrap(), None);
@@ -152,12 +175,12 @@ async fn names_are_unique_per_organization(store: SeaStore) {
 async fn request_ids_replay_the_first_insert(store: SeaStore) {
     let first = registry("acme", "Production ECR");
     let created = store
-        .insert(&first, Some("req-1"), &audit("registry.create", &first))
+        .insert(&first, Some("req-1"), &audit(AuditAction::RegistryCreate, &first))
         .await;
     assert_eq!(created, Ok(Inserted::Created));
     let retry = registry("acme", "Production ECR");
     let replayed = store
-        .insert(&retry, Some("req-1"), &audit("registry.create", &retry))
+        .insert(&retry, Some("req-1"), &audit(AuditAction::RegistryCreate, &retry))
         .await;
     assert_eq!(replayed, Ok(Inserted::Replayed(Box::new(first.clone()))));
     assert_eq!(store.find_by_request_id("acme", "req-1").await.unwrap(), Some(first));
@@ -181,20 +204,20 @@ async fn updates_are_conditional_on_the_etag(store: SeaStore) {
     next.sealed_credentials = vec![9, 9, 9];
 
     let stale = store
-        .update(&next, "not-the-etag", &audit("registry.update", &next))
+        .update(&next, "not-the-etag", &audit(AuditAction::RegistryUpdate, &next))
         .await;
     assert_eq!(stale, Ok(WriteOutcome::EtagMismatch));
     assert_eq!(store.get("acme", &r.registry.id).await.unwrap(), Some(r.clone()));
 
     let done = store
-        .update(&next, &r.registry.etag, &audit("registry.update", &next))
+        .update(&next, &r.registry.etag, &audit(AuditAction::RegistryUpdate, &next))
         .await;
     assert_eq!(done, Ok(WriteOutcome::Done(())));
     assert_eq!(store.get("acme", &r.registry.id).await.unwrap(), Some(next.clone()));
 
     // The old etag no longer matches.
     let again = store
-        .update(&next, &r.registry.etag, &audit("registry.update", &next))
+        .update(&next, &r.registry.etag, &audit(AuditAction::RegistryUpdate, &next))
         .await;
     assert_eq!(again, Ok(WriteOutcome::EtagMismatch));
 }
@@ -208,7 +231,11 @@ async fn renaming_onto_a_taken_name_changes_nothing(store: SeaStore) {
     renamed.registry.name = "A".into();
     renamed.registry.etag = new_etag();
     let result = store
-        .update(&renamed, &b.registry.etag, &audit("registry.update", &renamed))
+        .update(
+            &renamed,
+            &b.registry.etag,
+            &audit(AuditAction::RegistryUpdate, &renamed),
+        )
         .await;
     assert_eq!(result, Err(StoreError::NameTaken("A".into())));
     assert_eq!(store.get("acme", &b.registry.id).await.unwrap(), Some(b));
@@ -219,17 +246,29 @@ async fn deletes_are_conditional_on_the_etag(store: SeaStore) {
     insert(&store, &r).await;
     let id = &r.registry.id;
     let stale = store
-        .delete("acme", id, "old", false, &audit("registry.delete", &r))
+        .delete("acme", id, "old", false, &audit(AuditAction::RegistryDelete, &r))
         .await;
     assert_eq!(stale, Ok(WriteOutcome::EtagMismatch));
     assert!(store.get("acme", id).await.unwrap().is_some());
     let done = store
-        .delete("acme", id, &r.registry.etag, false, &audit("registry.delete", &r))
+        .delete(
+            "acme",
+            id,
+            &r.registry.etag,
+            false,
+            &audit(AuditAction::RegistryDelete, &r),
+        )
         .await;
     assert_eq!(done, Ok(WriteOutcome::Done(())));
     assert_eq!(store.get("acme", id).await.unwrap(), None);
     let gone = store
-        .delete("acme", id, &r.registry.etag, false, &audit("registry.delete", &r))
+        .delete(
+            "acme",
+            id,
+            &r.registry.etag,
+            false,
+            &audit(AuditAction::RegistryDelete, &r),
+        )
         .await;
     assert_eq!(gone, Ok(WriteOutcome::NotFound));
 }
@@ -304,23 +343,26 @@ async fn every_write_is_audited(store: SeaStore) {
     let mut next = r.clone();
     next.registry.etag = new_etag();
     store
-        .update(&next, &r.registry.etag, &audit("registry.update", &next))
+        .update(&next, &r.registry.etag, &audit(AuditAction::RegistryUpdate, &next))
         .await
         .unwrap();
     store
         .record(&AuditEvent {
-            outcome: "denied".into(),
-            ..audit("registry.delete", &r)
+            outcome: AuditOutcome::Denied,
+            ..audit(AuditAction::RegistryDelete, &r)
         })
         .await
         .unwrap();
     // A refused write leaves no audit event behind.
     store
-        .update(&next, "stale", &audit("registry.update", &next))
+        .update(&next, "stale", &audit(AuditAction::RegistryUpdate, &next))
         .await
         .unwrap();
     let events = store.audit_events("acme", 10).await.unwrap();
-    let actions: Vec<_> = events.iter().map(|e| format!("{}:{}", e.action, e.outcome)).collect();
+    let actions: Vec<_> = events
+        .iter()
+        .map(|e| format!("{}:{}", e.action.as_str(), e.outcome.as_str()))
+        .collect();
     assert_eq!(
         actions,
         ["registry.delete:denied", "registry.update:ok", "registry.create:ok"]
@@ -354,43 +396,124 @@ fn usage(registry: &StoredRegistry, container: &str, namespace: &str) -> Usage {
     }
 }
 
-fn synced_secret(registry: &StoredRegistry, namespace: &str) -> PullSecretState {
-    let revision = registry.registry.credential_revision;
-    PullSecretState {
-        registry_id: registry.registry.id.clone(),
-        organization: registry.registry.organization.clone(),
-        target: "k8s".into(),
-        namespace: namespace.into(),
+fn secret_intent() -> SecretIntent {
+    SecretIntent {
         secret_name: "ghcr-creds-x".into(),
         server: "ghcr.io".into(),
-        desired_revision: revision,
-        applied_revision: revision,
-        status: SyncStatus::Synced,
-        error: String::new(),
-        attempts: 0,
-        not_before: Timestamp(0),
-        updated_at: Timestamp::now(),
-        refresh_at: None,
     }
 }
 
-async fn deploy(store: &SeaStore, registry: &StoredRegistry, container: &str, namespace: &str) {
+fn lease(owner: &str) -> Lease {
+    Lease {
+        owner: owner.into(),
+        until: Timestamp::now().after(Duration::from_secs(60)),
+    }
+}
+
+fn key(registry: &StoredRegistry, namespace: &str) -> SecretKey {
+    SecretKey {
+        registry_id: registry.registry.id.clone(),
+        target: "k8s".into(),
+        namespace: namespace.into(),
+    }
+}
+
+fn version(namespace: &str, rv: &str) -> SecretVersion {
+    SecretVersion {
+        uid: format!("uid-{namespace}"),
+        resource_version: rv.into(),
+    }
+}
+
+/// Records a prepare's intent as `owner`.
+async fn intend(store: &SeaStore, usage: &Usage, owner: &str) -> IntentOutcome {
+    let registry_id = usage.registry_id.clone().unwrap();
+    let audit = AuditEvent::by(
+        &usage.organization,
+        "ci-bot",
+        AuditAction::DeploymentPrepare,
+        Some(&registry_id),
+        AuditOutcome::Ok,
+        "",
+    );
+    let secret = secret_intent();
+    let lease = lease(owner);
     store
-        .record_usage(
-            &usage(registry, container, namespace),
-            Some(&synced_secret(registry, namespace)),
-            &audit("deployment.prepare", registry),
-        )
+        .record_intent(&UsageIntent {
+            usage,
+            secret: Some(&secret),
+            lease: &lease,
+            audit: &audit,
+        })
         .await
-        .unwrap();
+        .unwrap()
+}
+
+fn recorded(outcome: IntentOutcome) -> RecordedIntent {
+    match outcome {
+        IntentOutcome::Recorded(recorded) => *recorded,
+        other => panic!("the intent was not recorded: {other:?}"),
+    }
+}
+
+/// A prepare that recorded its intent and wrote the Secret at the revision
+/// the intent found.
+async fn deploy(store: &SeaStore, registry: &StoredRegistry, container: &str, namespace: &str) -> RecordedIntent {
+    let intent = recorded(intend(store, &usage(registry, container, namespace), "prepare").await);
+    if intent.leased {
+        let applied = SecretOutcome::Applied {
+            revision: intent.revision,
+            version: version(namespace, "1"),
+            refresh_at: None,
+        };
+        assert!(
+            store
+                .record_outcome(&key(registry, namespace), &applied, Some("prepare"))
+                .await
+                .unwrap()
+        );
+    }
+    intent
 }
 
 async fn secret_state(store: &SeaStore, registry: &StoredRegistry, namespace: &str) -> Option<(i64, i64, SyncStatus)> {
     store
-        .pull_secret(&registry.registry.id, "k8s", namespace)
+        .pull_secret(&key(registry, namespace))
         .await
         .unwrap()
         .map(|s| (s.desired_revision, s.applied_revision, s.status))
+}
+
+/// Claims everything due now as `owner`.
+async fn claim(store: &SeaStore, owner: &str) -> Vec<PullSecretState> {
+    store.claim_due(Timestamp::now(), &lease(owner), 100).await.unwrap()
+}
+
+async fn rotate(store: &SeaStore, registry: &StoredRegistry) -> StoredRegistry {
+    let mut rotated = registry.clone();
+    rotated.registry.credential_revision += 1;
+    rotated.registry.etag = new_etag();
+    let outcome = store
+        .update(
+            &rotated,
+            &registry.registry.etag,
+            &audit(AuditAction::RegistryUpdate, &rotated),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, WriteOutcome::Done(()));
+    rotated
+}
+
+async fn release(store: &SeaStore, registry: &StoredRegistry, container: &str) -> Option<Usage> {
+    store
+        .release_usage(
+            &registry.registry.organization,
+            container,
+            &audit(AuditAction::DeploymentRelease, registry),
+        )
+        .await
+        .unwrap()
 }
 
 async fn usages_are_recorded_replaced_and_released(store: SeaStore) {
@@ -406,7 +529,8 @@ async fn usages_are_recorded_replaced_and_released(store: SeaStore) {
     assert_eq!(store.usages("acme", None, Some("web"), 10).await.unwrap().len(), 1);
 
     // Moving web from staging to production leaves staging's Secret unused.
-    deploy(&store, &r, "web", "env-production").await;
+    let moved = deploy(&store, &r, "web", "env-production").await;
+    assert_eq!(moved.earlier.unwrap().namespace.as_deref(), Some("env-staging"));
     assert_eq!(
         secret_state(&store, &r, "env-staging").await,
         Some((0, 1, SyncStatus::Pending))
@@ -417,36 +541,20 @@ async fn usages_are_recorded_replaced_and_released(store: SeaStore) {
     );
 
     // Production's Secret stays while one container still uses it.
-    let released = store
-        .release_usage("acme", "api", &audit("deployment.release", &r))
-        .await
-        .unwrap();
-    assert_eq!(released.unwrap().container_id, "api");
+    assert_eq!(release(&store, &r, "api").await.unwrap().container_id, "api");
     assert_eq!(
         secret_state(&store, &r, "env-production").await,
         Some((1, 1, SyncStatus::Synced))
     );
-    store
-        .release_usage("acme", "worker", &audit("deployment.release", &r))
-        .await
-        .unwrap();
-    store
-        .release_usage("acme", "web", &audit("deployment.release", &r))
-        .await
-        .unwrap();
+    release(&store, &r, "worker").await;
+    release(&store, &r, "web").await;
     assert_eq!(
         secret_state(&store, &r, "env-production").await,
         Some((0, 1, SyncStatus::Pending))
     );
-    assert_eq!(
-        store
-            .release_usage("acme", "web", &audit("deployment.release", &r))
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(release(&store, &r, "web").await, None);
 
-    let due = store.due_pull_secrets(Timestamp::now(), 10).await.unwrap();
+    let due = claim(&store, "sync").await;
     assert_eq!(due.len(), 2);
     assert!(due.iter().all(|s| s.desired_revision == 0));
 }
@@ -457,16 +565,9 @@ async fn rotation_marks_every_pull_secret_pending(store: SeaStore) {
     for ns in ["env-a", "env-b", "env-c"] {
         deploy(&store, &r, ns, ns).await;
     }
-    assert!(store.due_pull_secrets(Timestamp::now(), 10).await.unwrap().is_empty());
-    let mut rotated = r.clone();
-    rotated.registry.credential_revision = 2;
-    rotated.registry.etag = new_etag();
-    let outcome = store
-        .update(&rotated, &r.registry.etag, &audit("registry.update", &rotated))
-        .await
-        .unwrap();
-    assert_eq!(outcome, WriteOutcome::Done(()));
-    let due = store.due_pull_secrets(Timestamp::now(), 10).await.unwrap();
+    assert!(claim(&store, "sync").await.is_empty());
+    rotate(&store, &r).await;
+    let due = claim(&store, "sync").await;
     assert_eq!(due.len(), 3);
     assert!(due.iter().all(|s| s.desired_revision == 2 && s.applied_revision == 1));
     assert!(due.iter().all(|s| s.status == SyncStatus::Pending));
@@ -479,132 +580,450 @@ async fn deleting_a_used_registry_needs_force(store: SeaStore) {
     deploy(&store, &r, "worker", "env-staging").await;
     let id = &r.registry.id;
     let refused = store
-        .delete("acme", id, &r.registry.etag, false, &audit("registry.delete", &r))
+        .delete(
+            "acme",
+            id,
+            &r.registry.etag,
+            false,
+            &audit(AuditAction::RegistryDelete, &r),
+        )
         .await
         .unwrap();
     assert_eq!(refused, WriteOutcome::InUse(vec!["api".into(), "worker".into()]));
     assert!(store.get("acme", id).await.unwrap().is_some());
 
     let forced = store
-        .delete("acme", id, &r.registry.etag, true, &audit("registry.delete", &r))
+        .delete(
+            "acme",
+            id,
+            &r.registry.etag,
+            true,
+            &audit(AuditAction::RegistryDelete, &r),
+        )
         .await
         .unwrap();
     assert_eq!(forced, WriteOutcome::Done(()));
     assert!(store.usages("acme", Some(id), None, 10).await.unwrap().is_empty());
-    let due = store.due_pull_secrets(Timestamp::now(), 10).await.unwrap();
+    let due = claim(&store, "sync").await;
     assert_eq!(due.len(), 2);
     assert!(due.iter().all(|s| s.desired_revision == 0));
     assert_eq!(store.registry_by_id(id).await.unwrap(), None);
 }
 
-async fn sync_outcomes_never_undo_a_newer_rotation(store: SeaStore) {
+async fn an_intent_wants_the_revision_current_at_its_commit(store: SeaStore) {
+    let r = registry("acme", "My GHCR");
+    insert(&store, &r).await;
+    deploy(&store, &r, "api", "env-production").await;
+    // The prepare loaded revision 1; a rotation committed before its intent.
+    rotate(&store, &r).await;
+    let intent = recorded(intend(&store, &usage(&r, "worker", "env-production"), "late").await);
+    assert_eq!(intent.revision, 2);
+    let row = intent.secret.unwrap();
+    assert_eq!((row.desired_revision, row.applied_revision), (2, 1));
+    assert_eq!(row.status, SyncStatus::Pending);
+    // Not synced at that revision and free: the prepare writes it itself.
+    assert!(intent.leased);
+    assert_eq!(
+        store
+            .usage("acme", "worker")
+            .await
+            .unwrap()
+            .unwrap()
+            .credential_revision,
+        2
+    );
+    // Already synced: no lease is taken and nothing is written.
+    let again = recorded(intend(&store, &usage(&r, "api", "env-production"), "again").await);
+    assert!(!again.leased);
+}
+
+async fn outcomes_never_lower_what_a_row_wants(store: SeaStore) {
+    let r = registry("acme", "My GHCR");
+    insert(&store, &r).await;
+    let first = recorded(intend(&store, &usage(&r, "api", "env-a"), "prepare").await);
+    assert_eq!(first.revision, 1);
+    // A rotation commits while the first write of the Secret is in flight.
+    let r2 = rotate(&store, &r).await;
+    let applied = SecretOutcome::Applied {
+        revision: 1,
+        version: version("env-a", "5"),
+        refresh_at: None,
+    };
+    store
+        .record_outcome(&key(&r, "env-a"), &applied, Some("prepare"))
+        .await
+        .unwrap();
+    // The rotation is not lost: revision 2 is still wanted, due now.
+    assert_eq!(
+        secret_state(&store, &r, "env-a").await,
+        Some((2, 1, SyncStatus::Pending))
+    );
+    let due = claim(&store, "sync").await;
+    assert_eq!(due.len(), 1);
+
+    // Revision 3 lands while the sync writes 2: 2 is recorded, 3 stays wanted.
+    rotate(&store, &r2).await;
+    let applied = SecretOutcome::Applied {
+        revision: 2,
+        version: version("env-a", "6"),
+        refresh_at: None,
+    };
+    assert!(
+        store
+            .record_outcome(&key(&r, "env-a"), &applied, Some("sync"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        secret_state(&store, &r, "env-a").await,
+        Some((3, 2, SyncStatus::Pending))
+    );
+
+    // A late outcome of an older write never lowers the applied revision.
+    let stale = SecretOutcome::Applied {
+        revision: 1,
+        version: version("env-a", "5"),
+        refresh_at: None,
+    };
+    store.record_outcome(&key(&r, "env-a"), &stale, None).await.unwrap();
+    let row = store.pull_secret(&key(&r, "env-a")).await.unwrap().unwrap();
+    assert_eq!((row.desired_revision, row.applied_revision), (3, 2));
+    assert_eq!(row.written, Some(version("env-a", "6")));
+}
+
+async fn intents_for_a_deleted_registry_record_nothing(store: SeaStore) {
+    let r = registry("acme", "My GHCR");
+    insert(&store, &r).await;
+    store
+        .delete(
+            "acme",
+            &r.registry.id,
+            &r.registry.etag,
+            false,
+            &audit(AuditAction::RegistryDelete, &r),
+        )
+        .await
+        .unwrap();
+    let events = store.audit_events("acme", 10).await.unwrap().len();
+    assert_eq!(
+        intend(&store, &usage(&r, "api", "env-a"), "prepare").await,
+        IntentOutcome::RegistryGone
+    );
+    assert_eq!(store.usage("acme", "api").await.unwrap(), None);
+    assert_eq!(secret_state(&store, &r, "env-a").await, None);
+    assert_eq!(store.audit_events("acme", 10).await.unwrap().len(), events);
+}
+
+async fn a_usage_cannot_reference_a_missing_registry(store: SeaStore) {
+    use sea_orm::{ActiveValue::Set, EntityTrait};
+    let row = registry_store::entity::usages::ActiveModel {
+        organization: Set("acme".into()),
+        container_id: Set("api".into()),
+        registry_id: Set(Some("reg-missing".into())),
+        environment: Set("production".into()),
+        target: Set("k8s".into()),
+        namespace: Set(Some("env-production".into())),
+        image: Set("ghcr.io/myorg/api:v1".into()),
+        credential_revision: Set(1),
+        created_at: Set(0),
+        updated_at: Set(0),
+    };
+    let inserted = registry_store::entity::usages::Entity::insert(row)
+        .exec_without_returning(store.connection())
+        .await;
+    assert!(
+        inserted.is_err(),
+        "a usage of a registry that does not exist was stored"
+    );
+}
+
+async fn one_organization_per_namespace(store: SeaStore) {
+    let acme = registry("acme", "My GHCR");
+    let globex = registry("globex", "Their GHCR");
+    insert(&store, &acme).await;
+    insert(&store, &globex).await;
+    deploy(&store, &acme, "api", "env-production").await;
+    let refused = intend(&store, &usage(&globex, "web", "env-production"), "prepare").await;
+    assert_eq!(refused, IntentOutcome::NamespaceTaken);
+    assert_eq!(store.usage("globex", "web").await.unwrap(), None);
+    assert_eq!(secret_state(&store, &globex, "env-production").await, None);
+    // The owner may add more; once nothing of it is left, the namespace is free.
+    deploy(&store, &acme, "worker", "env-production").await;
+    release(&store, &acme, "api").await;
+    release(&store, &acme, "worker").await;
+    assert_eq!(
+        intend(&store, &usage(&globex, "web", "env-production"), "prepare").await,
+        IntentOutcome::NamespaceTaken,
+        "acme's secret is still to be deleted there"
+    );
+    let deleting = claim(&store, "sync").await;
+    assert_eq!(deleting.len(), 1);
+    assert!(
+        store
+            .record_outcome(&key(&acme, "env-production"), &SecretOutcome::Deleted, Some("sync"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(secret_state(&store, &acme, "env-production").await, None);
+    recorded(intend(&store, &usage(&globex, "web", "env-production"), "prepare").await);
+}
+
+async fn claims_lease_each_row_to_one_writer(store: SeaStore) {
+    let r = registry("acme", "My GHCR");
+    insert(&store, &r).await;
+    for ns in ["env-a", "env-b", "env-c"] {
+        deploy(&store, &r, ns, ns).await;
+    }
+    rotate(&store, &r).await;
+    let first = store.claim_due(Timestamp::now(), &lease("one"), 2).await.unwrap();
+    let second = store.claim_due(Timestamp::now(), &lease("two"), 10).await.unwrap();
+    assert_eq!((first.len(), second.len()), (2, 1));
+    assert!(claim(&store, "three").await.is_empty());
+    // Only the holder records; a writer whose lease was taken over cannot.
+    let done = SecretOutcome::Applied {
+        revision: 2,
+        version: version(&second[0].namespace, "9"),
+        refresh_at: None,
+    };
+    let row = key(&r, &second[0].namespace);
+    assert!(!store.record_outcome(&row, &done, Some("one")).await.unwrap());
+    assert!(store.record_outcome(&row, &done, Some("two")).await.unwrap());
+    assert_eq!(
+        secret_state(&store, &r, &second[0].namespace).await,
+        Some((2, 2, SyncStatus::Synced))
+    );
+    // A writer that died: its lease runs out and the rows are due again.
+    let later = Timestamp::now().after(Duration::from_secs(61));
+    let taken_over = store
+        .claim_due(
+            later,
+            &Lease {
+                owner: "five".into(),
+                until: later.after(Duration::from_secs(60)),
+            },
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(taken_over.len(), 2);
+    // A throttled attempt waits, and is not due before its time.
+    let throttled = SecretOutcome::Retry {
+        not_before: later.after(Duration::from_secs(300)),
+        error: "throttled".into(),
+    };
+    let row = key(&r, &taken_over[0].namespace);
+    assert!(store.record_outcome(&row, &throttled, Some("five")).await.unwrap());
+    let state = store.pull_secret(&row).await.unwrap().unwrap();
+    assert_eq!((state.status, state.error.as_str()), (SyncStatus::Pending, "throttled"));
+    assert_eq!(state.lease, None);
+}
+
+async fn a_secret_wanted_again_is_a_new_generation(store: SeaStore) {
     let r = registry("acme", "My GHCR");
     insert(&store, &r).await;
     deploy(&store, &r, "api", "env-a").await;
-    deploy(&store, &r, "web", "env-b").await;
-    let mut rev2 = r.clone();
-    rev2.registry.credential_revision = 2;
-    rev2.registry.etag = new_etag();
-    store
-        .update(&rev2, &r.registry.etag, &audit("registry.update", &rev2))
-        .await
-        .unwrap();
-    let due = store.due_pull_secrets(Timestamp::now(), 10).await.unwrap();
-    let synced: Vec<_> = due
-        .into_iter()
-        .map(|mut s| {
-            s.applied_revision = s.desired_revision;
-            s.status = SyncStatus::Synced;
-            s
-        })
-        .collect();
+    release(&store, &r, "api").await;
+    let deleting = claim(&store, "deleter").await;
+    assert_eq!((deleting.len(), deleting[0].generation), (1, 1));
+    // A deploy wants it again while the deletion is in flight.
+    let revived = recorded(intend(&store, &usage(&r, "web", "env-a"), "prepare").await);
+    let row = revived.secret.unwrap();
+    assert_eq!(
+        (row.desired_revision, row.generation, row.status),
+        (1, 2, SyncStatus::Pending)
+    );
+    assert!(!revived.leased, "the deleter still holds it");
+    // The prepare's write does not mark it synced while the deleter holds it.
+    let applied = SecretOutcome::Applied {
+        revision: 1,
+        version: version("env-a", "7"),
+        refresh_at: None,
+    };
+    store.record_outcome(&key(&r, "env-a"), &applied, None).await.unwrap();
+    assert_eq!(
+        secret_state(&store, &r, "env-a").await,
+        Some((1, 1, SyncStatus::Pending))
+    );
+    // The deleter removed it after all: the row stays, holding nothing, due.
+    assert!(
+        store
+            .record_outcome(&key(&r, "env-a"), &SecretOutcome::Deleted, Some("deleter"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        secret_state(&store, &r, "env-a").await,
+        Some((1, 0, SyncStatus::Pending))
+    );
+    assert_eq!(claim(&store, "sync").await.len(), 1);
+}
 
-    // Revision 3 lands while revision 2 is being written.
-    let mut rev3 = rev2.clone();
-    rev3.registry.credential_revision = 3;
-    rev3.registry.etag = new_etag();
+async fn abandoned_intents_restore_the_earlier_usage(store: SeaStore) {
+    let r = registry("acme", "My GHCR");
+    insert(&store, &r).await;
+    deploy(&store, &r, "api", "env-a").await;
+    let moved = usage(&r, "api", "env-b");
+    let audit_event = audit(AuditAction::DeploymentPrepare, &r);
+    let secret = secret_intent();
+    let lease = lease("prepare");
+    let intent = UsageIntent {
+        usage: &moved,
+        secret: Some(&secret),
+        lease: &lease,
+        audit: &audit_event,
+    };
+    let recorded = recorded(store.record_intent(&intent).await.unwrap());
+    assert_eq!(
+        secret_state(&store, &r, "env-a").await,
+        Some((0, 1, SyncStatus::Pending))
+    );
+    let failed = audit_event.ended(AuditOutcome::Failed, "namespace env-b is forbidden");
     store
-        .update(&rev3, &rev2.registry.etag, &audit("registry.update", &rev3))
+        .abandon_intent(&intent, recorded.earlier.as_ref(), &failed)
         .await
         .unwrap();
-    store.record_sync(&synced).await.unwrap();
-    for ns in ["env-a", "env-b"] {
-        assert_eq!(
-            secret_state(&store, &r, ns).await,
-            Some((3, 1, SyncStatus::Pending)),
-            "{ns}"
-        );
-    }
-
-    // A deletion outcome removes the row.
-    store
-        .release_usage("acme", "api", &audit("deployment.release", &r))
-        .await
-        .unwrap();
-    let mut deleted = store
-        .pull_secret(&r.registry.id, "k8s", "env-a")
+    let restored = store.usage("acme", "api").await.unwrap().unwrap();
+    assert_eq!(restored.namespace.as_deref(), Some("env-a"));
+    // env-b's Secret goes (it was never written), env-a's is wanted again,
+    // as a new generation.
+    assert_eq!(secret_state(&store, &r, "env-b").await.map(|s| s.0), Some(0));
+    let again = store.pull_secret(&key(&r, "env-a")).await.unwrap().unwrap();
+    assert_eq!((again.desired_revision, again.generation), (1, 2));
+    let outcomes: Vec<_> = store
+        .audit_events("acme", 2)
         .await
         .unwrap()
-        .unwrap();
-    deleted.status = SyncStatus::Synced;
-    store.record_sync(&[deleted]).await.unwrap();
-    assert_eq!(secret_state(&store, &r, "env-a").await, None);
+        .iter()
+        .map(|e| (e.action, e.outcome))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (AuditAction::DeploymentPrepare, AuditOutcome::Failed),
+            (AuditAction::DeploymentPrepare, AuditOutcome::Ok)
+        ]
+    );
+}
+
+async fn drift_marks_a_row_pending_once(store: SeaStore) {
+    let r = registry("acme", "My GHCR");
+    insert(&store, &r).await;
+    deploy(&store, &r, "api", "env-a").await;
+    let row = key(&r, "env-a");
+    let written = version("env-a", "1");
+    let repair = AuditEvent::by(
+        "acme",
+        registry_core::audit::SERVICE_ACTOR,
+        AuditAction::PullSecretRepair,
+        Some(&r.registry.id),
+        AuditOutcome::Ok,
+        "deleted out of band",
+    );
+    assert!(
+        store
+            .mark_drifted(&row, Some(&written), "deleted out of band", &repair)
+            .await
+            .unwrap()
+    );
+    // A second replica seeing the same change finds it marked already.
+    assert!(
+        !store
+            .mark_drifted(&row, Some(&written), "deleted out of band", &repair)
+            .await
+            .unwrap()
+    );
+    let state = store.pull_secret(&row).await.unwrap().unwrap();
+    assert_eq!((state.applied_revision, state.status), (0, SyncStatus::Pending));
+    assert_eq!(state.error, "deleted out of band");
+    let repairs = store
+        .audit_events("acme", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == AuditAction::PullSecretRepair)
+        .count();
+    assert_eq!(repairs, 1);
+    // Rows written before versions were recorded adopt the one seen.
+    let mut legacy = registry("acme", "Legacy");
+    legacy.registry.credential_revision = 1;
+    insert(&store, &legacy).await;
+    let intent = recorded(intend(&store, &usage(&legacy, "job", "env-c"), "prepare").await);
+    assert!(intent.leased);
+    assert!(
+        store
+            .adopt_version(&key(&legacy, "env-c"), &version("env-c", "3"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .adopt_version(&key(&legacy, "env-c"), &version("env-c", "4"))
+            .await
+            .unwrap()
+    );
 }
 
 async fn synced_secrets_with_expiring_logins_are_due_at_refresh_at(store: SeaStore) {
     let r = registry("acme", "Production ECR");
     insert(&store, &r).await;
     let now = Timestamp::now();
-    let hour = 3_600_000_000;
+    let hour = Duration::from_secs(3600);
     // env-a: a static login; env-b: a token refreshed in 6 hours; env-c: a
     // token whose refresh time has passed.
     for (container, namespace, refresh_at) in [
         ("api", "env-a", None),
-        ("web", "env-b", Some(Timestamp(now.0 + 6 * hour))),
+        ("web", "env-b", Some(now.after(6 * hour))),
         ("job", "env-c", Some(Timestamp(now.0 - 1))),
     ] {
-        let secret = PullSecretState {
+        let intent = recorded(intend(&store, &usage(&r, container, namespace), "prepare").await);
+        assert!(intent.leased);
+        let applied = SecretOutcome::Applied {
+            revision: 1,
+            version: version(namespace, "1"),
             refresh_at,
-            ..synced_secret(&r, namespace)
         };
         store
-            .record_usage(
-                &usage(&r, container, namespace),
-                Some(&secret),
-                &audit("deployment.prepare", &r),
-            )
+            .record_outcome(&key(&r, namespace), &applied, Some("prepare"))
             .await
             .unwrap();
     }
-    let stored = store
-        .pull_secret(&r.registry.id, "k8s", "env-b")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(stored.refresh_at, Some(Timestamp(now.0 + 6 * hour)));
+    let stored = store.pull_secret(&key(&r, "env-b")).await.unwrap().unwrap();
+    assert_eq!(stored.refresh_at, Some(now.after(6 * hour)));
     assert_eq!(
-        store
-            .pull_secret(&r.registry.id, "k8s", "env-a")
-            .await
-            .unwrap()
-            .unwrap()
-            .refresh_at,
+        store.pull_secret(&key(&r, "env-a")).await.unwrap().unwrap().refresh_at,
         None
     );
 
-    let due = store.due_pull_secrets(now, 10).await.unwrap();
+    let due = claim(&store, "sync").await;
     assert_eq!(due.iter().map(|s| s.namespace.as_str()).collect::<Vec<_>>(), ["env-c"]);
     assert!(due[0].is_synced());
 
-    // The sync re-applies it with a fresh token: due again only later.
-    let refreshed = PullSecretState {
-        refresh_at: Some(Timestamp(now.0 + 6 * hour)),
-        ..due[0].clone()
+    // A refresh that fails keeps the Secret synced and retries later.
+    let failed = SecretOutcome::Failed {
+        error: "the token exchange failed".into(),
+        not_before: now.after(hour),
     };
-    store.record_sync(&[refreshed]).await.unwrap();
-    assert!(store.due_pull_secrets(now, 10).await.unwrap().is_empty());
-    let later = store.due_pull_secrets(Timestamp(now.0 + 7 * hour), 10).await.unwrap();
+    store
+        .record_outcome(&key(&r, "env-c"), &failed, Some("sync"))
+        .await
+        .unwrap();
+    let state = store.pull_secret(&key(&r, "env-c")).await.unwrap().unwrap();
+    assert!(state.is_synced());
+    assert_eq!(state.refresh_at, Some(now.after(hour)));
+    assert!(claim(&store, "sync").await.is_empty());
+    let later = store.claim_due(now.after(7 * hour), &lease("later"), 10).await.unwrap();
     let mut namespaces: Vec<_> = later.iter().map(|s| s.namespace.as_str()).collect();
     namespaces.sort_unstable();
     assert_eq!(namespaces, ["env-b", "env-c"]);
+}
+
+async fn concurrent_intents_of_one_container_are_an_upsert(store: SeaStore) {
+    let r = registry("acme", "My GHCR");
+    insert(&store, &r).await;
+    let api = usage(&r, "api", "env-a");
+    let (a, b) = tokio::join!(intend(&store, &api, "replica-a"), intend(&store, &api, "replica-b"));
+    let (a, b) = (recorded(a), recorded(b));
+    assert_eq!(usize::from(a.earlier.is_some()) + usize::from(b.earlier.is_some()), 1);
+    assert_eq!(usize::from(a.leased) + usize::from(b.leased), 1, "one writer at a time");
+    assert_eq!(store.usages("acme", None, None, 10).await.unwrap().len(), 1);
 }

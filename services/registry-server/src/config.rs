@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use figment::value::{Dict, Value};
+use registry_core::targets::{NamespaceTemplate, Organizations};
 use serde::{Deserialize, Serialize};
 
 /// The whole server configuration.
@@ -183,12 +184,18 @@ impl Default for LimitsConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SyncConfig {
-    /// Pull Secrets written at once.
+    /// Pull Secrets written at once (per replica).
     pub concurrency: usize,
     /// Writes per second to orchestrators over all targets; 0: no cap.
     pub qps: f64,
     /// A pass also runs this often (retries, back-off), in milliseconds.
     pub interval_ms: u64,
+    /// The deadline of one orchestrator request (a Secret write, a
+    /// namespace read), in milliseconds.
+    pub call_timeout_ms: u64,
+    /// How long a replica holds a pull Secret it is writing; a replica that
+    /// dies loses it after this and another one finishes the work.
+    pub lease_ms: u64,
 }
 
 impl Default for SyncConfig {
@@ -197,6 +204,8 @@ impl Default for SyncConfig {
             concurrency: 16,
             qps: 0.0,
             interval_ms: 10_000,
+            call_timeout_ms: 15_000,
+            lease_ms: 120_000,
         }
     }
 }
@@ -218,6 +227,10 @@ pub struct EcrConfig {
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum TargetConfig {
     Kubernetes {
+        /// The organizations that may deploy here (`["acme"]`), or `["*"]`
+        /// for every one; a target open to several needs `{organization}`
+        /// in its namespace template.
+        organizations: Vec<String>,
         /// A kubeconfig file; absent: the in-cluster service account.
         #[serde(default)]
         kubeconfig: Option<PathBuf>,
@@ -232,13 +245,28 @@ pub enum TargetConfig {
         patch_service_accounts: bool,
     },
     Swarm {
+        /// The organizations that may deploy here, or `["*"]`.
+        organizations: Vec<String>,
         /// The Docker endpoint of a swarm manager (`unix:///var/run/docker.sock`).
         endpoint: String,
     },
     Compose {
+        /// The organizations that may deploy here, or `["*"]`. The engine's
+        /// image cache is shared by every organization deploying there.
+        organizations: Vec<String>,
         /// The Docker endpoint of the host compose runs on.
         endpoint: String,
     },
+}
+
+impl TargetConfig {
+    /// The organizations the target is open to.
+    pub fn organizations(&self) -> Result<Organizations, String> {
+        let (Self::Kubernetes { organizations, .. }
+        | Self::Swarm { organizations, .. }
+        | Self::Compose { organizations, .. }) = self;
+        Organizations::from_list(organizations.iter().cloned())
+    }
 }
 
 fn default_namespace_template() -> String {
@@ -397,22 +425,24 @@ impl Config {
             return invalid("set master_keys (REGISTRY_MASTER_KEYS) or master_key_file, not both".into());
         }
         for (name, target) in &self.targets {
+            let organizations = match target.organizations() {
+                Ok(organizations) => organizations,
+                Err(reason) => return invalid(format!("targets.{name}.organizations {reason}")),
+            };
             match target {
-                TargetConfig::Kubernetes { namespace_template, .. }
-                    if !namespace_template.contains("{environment}") =>
-                {
-                    return invalid(format!(
-                        "targets.{name}.namespace_template must contain {{environment}}, not {namespace_template:?}"
-                    ));
+                TargetConfig::Kubernetes { namespace_template, .. } => {
+                    if let Err(reason) = NamespaceTemplate::new(namespace_template, &organizations) {
+                        return invalid(format!("targets.{name}.namespace_template {reason}"));
+                    }
                 }
-                TargetConfig::Swarm { endpoint } | TargetConfig::Compose { endpoint }
+                TargetConfig::Swarm { endpoint, .. } | TargetConfig::Compose { endpoint, .. }
                     if !["unix://", "tcp://", "http://"].iter().any(|s| endpoint.starts_with(s)) =>
                 {
                     return invalid(format!(
                         "targets.{name}.endpoint must be unix://, tcp:// or http:// (TLS endpoints are not supported), not {endpoint:?}"
                     ));
                 }
-                _ => {}
+                TargetConfig::Swarm { .. } | TargetConfig::Compose { .. } => {}
             }
         }
         if let Some(url) = &self.ecr.endpoint_url
@@ -422,8 +452,18 @@ impl Config {
                 "ecr.endpoint_url must be an http:// or https:// URL, not {url:?}"
             ));
         }
-        if self.sync.concurrency == 0 || self.sync.qps < 0.0 || self.sync.interval_ms == 0 {
-            return invalid("sync: concurrency and interval_ms must be positive, qps 0 (no cap) or positive".into());
+        let sync = &self.sync;
+        if sync.concurrency == 0 || sync.qps < 0.0 || sync.interval_ms == 0 || sync.call_timeout_ms == 0 {
+            return invalid(
+                "sync: concurrency, interval_ms and call_timeout_ms must be positive, qps 0 (no cap) or positive"
+                    .into(),
+            );
+        }
+        if sync.lease_ms <= sync.call_timeout_ms.saturating_mul(3) {
+            return invalid(format!(
+                "sync.lease_ms ({}) must exceed three call timeouts ({} ms): a lease outlives the work on one secret",
+                sync.lease_ms, sync.call_timeout_ms
+            ));
         }
         let limits = &self.limits;
         if limits.request_timeout_ms == 0 || limits.max_message_bytes < 1024 || limits.concurrency_per_connection == 0 {

@@ -13,19 +13,19 @@ use std::time::Duration;
 
 use registry_api::auth::{DevelopmentAuth, JwtAuth, JwtKey, JwtSettings};
 use registry_api::{AuthInterceptor, Authenticator, DeployApi, RegistryApi};
-use registry_core::deploy::{DeployStore, Target, Targets};
-use registry_core::deployments::Deployments;
-use registry_core::login::LoginProvider;
-use registry_core::ports::RegistryStore;
-use registry_core::sealer::{SealContext, Sealer};
-use registry_core::service::Registries;
+use registry_core::deployments::{DeploySettings, Deployments};
+use registry_core::ports::login::LoginProvider;
+use registry_core::ports::sealer::{SealContext, Sealer};
+use registry_core::ports::store::{DeployStore, RegistryStore};
+use registry_core::registries::Registries;
 use registry_core::sync::{SecretSync, SyncSettings, SyncTrigger};
+use registry_core::targets::{NamespaceTemplate, Target, TargetKind, Targets};
+use registry_core::usage::Replica;
 use registry_crypto::KeyRing;
 use registry_login::{LoginSettings, Logins};
 use registry_proto::v1::deploy_credential_service_server::DeployCredentialServiceServer;
 use registry_proto::v1::registry_service_server::RegistryServiceServer;
 use registry_store::SeaStore;
-use sea_orm::ConnectionTrait;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -88,17 +88,33 @@ pub struct RunningServer {
     task: JoinHandle<Result<(), tonic::transport::Error>>,
     store_watch: JoinHandle<()>,
     sync: JoinHandle<()>,
+    stop_sync: Option<oneshot::Sender<()>>,
 }
 
 impl RunningServer {
     /// Stops accepting, lets requests in flight finish, and waits.
+    /// When it returns, every task is gone and with them the store (and a
+    /// SQLite file's lock).
     pub async fn shutdown(mut self) -> Result<(), tonic::transport::Error> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        let served = (&mut self.task).await.unwrap_or(Ok(()));
+        if let Some(stop) = self.stop_sync.take() {
+            let _ = stop.send(());
+        }
+        // The sync loop releases its leases; a stuck store does not hold up
+        // the shutdown for long.
+        if tokio::time::timeout(Duration::from_secs(5), &mut self.sync)
+            .await
+            .is_err()
+        {
+            self.sync.abort();
+            let _ = (&mut self.sync).await;
+        }
         self.store_watch.abort();
-        self.sync.abort();
-        self.task.await.unwrap_or(Ok(()))
+        let _ = (&mut self.store_watch).await;
+        served
     }
 
     /// Waits until the server ends.
@@ -108,12 +124,15 @@ impl RunningServer {
             task,
             store_watch,
             sync,
+            stop_sync,
             ..
         } = self;
         let result = task.await.unwrap_or(Ok(()));
         store_watch.abort();
         sync.abort();
-        drop(shutdown);
+        let _ = store_watch.await;
+        let _ = sync.await;
+        drop((shutdown, stop_sync));
         result
     }
 }
@@ -162,7 +181,17 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     );
 
     let authenticator = Arc::new(authenticator(&config)?);
-    let targets = targets(&config).await?;
+    let replica = Arc::new(Replica::random());
+    let (targets, clusters) = targets(&config, &replica).await?;
+    // The deploy path answers from the watched clusters: wait (a bounded
+    // time) until they are listed, so the first deploys need no request.
+    let listed = futures::future::join_all(clusters.iter().map(|c| c.synced()));
+    if tokio::time::timeout(Duration::from_millis(config.sync.call_timeout_ms), listed)
+        .await
+        .is_err()
+    {
+        tracing::warn!("kubernetes targets not listed yet: serving, and asking their API servers until they are");
+    }
     let trigger = SyncTrigger::default();
     let keys: Arc<dyn Sealer> = Arc::new(keys);
     let registries = Registries::new(Arc::new(store.clone()) as Arc<dyn RegistryStore>, Arc::clone(&keys))
@@ -177,8 +206,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         targets.clone(),
         trigger.clone(),
         Arc::clone(&logins),
-    );
-    let secret_sync = SecretSync::new(deploy_store, keys, targets, sync_settings(&config), trigger, logins);
+    )
+    .with_settings(Arc::clone(&replica), deploy_settings(&config));
+    let secret_sync = SecretSync::new(deploy_store, keys, targets, sync_settings(&config), trigger, logins)
+        .with_replica(Arc::clone(&replica));
     let api = RegistryServiceServer::new(RegistryApi::new(registries))
         .max_decoding_message_size(config.limits.max_message_bytes);
     let api = InterceptedService::new(api, AuthInterceptor(Arc::clone(&authenticator)));
@@ -233,7 +264,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
 
     set_health(&reporter, ServingStatus::Serving).await;
     // Resumes whatever a crash left pending, then follows rotations.
-    let sync = tokio::spawn(secret_sync.run(std::future::pending::<()>()));
+    let (stop_sync, sync_stopped) = oneshot::channel::<()>();
+    let sync = tokio::spawn(secret_sync.run(async {
+        let _ = sync_stopped.await;
+    }));
     let store_watch = tokio::spawn(watch_store(store, reporter));
 
     if config.auth.mode == AuthMode::Development {
@@ -244,13 +278,14 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             config.auth.dev_org
         );
     }
-    tracing::info!(%local_addr, "serving gRPC (RegistryService, DeployCredentialService, health, reflection v1 and v1alpha)");
+    tracing::info!(%local_addr, replica = replica.id(), "serving gRPC (RegistryService, DeployCredentialService, health, reflection v1 and v1alpha)");
     Ok(RunningServer {
         local_addr,
         shutdown: Some(shutdown_tx),
         task,
         store_watch,
         sync,
+        stop_sync: Some(stop_sync),
     })
 }
 
@@ -336,7 +371,7 @@ async fn watch_store(store: SeaStore, reporter: HealthReporter) {
     let mut serving = true;
     loop {
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let reachable = store.connection().execute_unprepared("SELECT 1").await.is_ok();
+        let reachable = store.ping().await;
         if reachable != serving {
             serving = reachable;
             let status = if reachable {
@@ -362,46 +397,78 @@ fn sync_settings(config: &Config) -> SyncSettings {
         concurrency: config.sync.concurrency,
         qps: (config.sync.qps > 0.0).then_some(config.sync.qps),
         interval: Duration::from_millis(config.sync.interval_ms),
-        ..SyncSettings::default()
+        call_timeout: Duration::from_millis(config.sync.call_timeout_ms),
+        lease: Duration::from_millis(config.sync.lease_ms),
     }
 }
 
-/// The orchestrator targets of the configuration, connected.
-async fn targets(config: &Config) -> Result<Targets, StartError> {
+fn deploy_settings(config: &Config) -> DeploySettings {
+    DeploySettings {
+        call_timeout: Duration::from_millis(config.sync.call_timeout_ms),
+        prepare_lease: Duration::from_millis(config.sync.lease_ms),
+    }
+}
+
+/// The orchestrator targets of the configuration, connected (Kubernetes
+/// targets start watching their cluster).
+async fn targets(
+    config: &Config,
+    replica: &Replica,
+) -> Result<(Targets, Vec<Arc<orchestrator_k8s::KubePullSecrets>>), StartError> {
     let mut targets = Vec::new();
+    let mut clusters = Vec::new();
     for (name, target) in &config.targets {
         let error = |reason: String| StartError::Target {
             name: name.clone(),
             reason,
         };
-        let target = match target {
+        let organizations = target.organizations().map_err(error)?;
+        let kind = match target {
             TargetConfig::Kubernetes {
                 kubeconfig,
                 context,
                 namespace_template,
                 patch_service_accounts,
+                ..
             } => {
                 let connection = orchestrator_k8s::Connection {
                     kubeconfig: kubeconfig.clone(),
                     context: context.clone(),
                 };
-                let client = orchestrator_k8s::connect(&connection)
+                let options = orchestrator_k8s::ClientOptions {
+                    request_timeout: Duration::from_millis(config.sync.call_timeout_ms),
+                    user_agent: format!("{}/{}", orchestrator_k8s::FIELD_MANAGER, replica.id()),
+                };
+                let clients = orchestrator_k8s::connect(&connection, &options)
                     .await
                     .map_err(|e| error(e.to_string()))?;
-                Target::Kubernetes {
-                    namespace_template: namespace_template.clone(),
-                    api: Arc::new(orchestrator_k8s::KubePullSecrets::new(client, *patch_service_accounts)),
+                let service_accounts = if *patch_service_accounts {
+                    orchestrator_k8s::ServiceAccounts::Reference
+                } else {
+                    orchestrator_k8s::ServiceAccounts::Leave
+                };
+                let cluster = Arc::new(orchestrator_k8s::KubePullSecrets::watching(clients, service_accounts));
+                clusters.push(Arc::clone(&cluster));
+                TargetKind::Kubernetes {
+                    namespaces: NamespaceTemplate::new(namespace_template, &organizations).map_err(error)?,
+                    api: cluster,
                 }
             }
-            TargetConfig::Swarm { endpoint } => Target::Swarm(Arc::new(
+            TargetConfig::Swarm { endpoint, .. } => TargetKind::Swarm(Arc::new(
                 orchestrator_docker::DockerTarget::new(endpoint).map_err(|e| error(e.to_string()))?,
             )),
-            TargetConfig::Compose { endpoint } => Target::Compose(Arc::new(
+            TargetConfig::Compose { endpoint, .. } => TargetKind::Compose(Arc::new(
                 orchestrator_docker::DockerTarget::new(endpoint).map_err(|e| error(e.to_string()))?,
             )),
         };
-        tracing::info!(target = name, kind = target.kind(), "orchestrator target configured");
+        let target = Target { organizations, kind };
+        tracing::info!(
+            target = name,
+            kind = target.kind_name(),
+            organizations = %target.organizations,
+            "orchestrator target configured"
+        );
         targets.push((name.clone(), target));
     }
-    Ok(Targets::new(targets))
+    Ok((Targets::new(targets), clusters))
 }

@@ -89,6 +89,16 @@ impl TestServer {
         }
     }
 
+    /// Stops the server and starts it again with the same configuration
+    /// and data (SQLite serves one process at a time, so never both at once).
+    pub async fn restart(self) -> Result<Self, StartError> {
+        let config = self.config.clone();
+        let dir = self.stop().await;
+        let mut server = Self::start_with(config).await?;
+        server._dir = dir;
+        Ok(server)
+    }
+
     /// Stops the server, keeping its data directory (when owned) alive.
     pub async fn stop(self) -> Option<tempfile::TempDir> {
         self.server.shutdown().await.expect("clean shutdown");
@@ -292,15 +302,16 @@ impl Caller {
 }
 
 /// The embedded default in `dir/data` with one Kubernetes target, `k8s`,
-/// whose kubeconfig (written into `dir`) points at the API server at
-/// `api_url`; environments map to `env-{environment}`, and the sync loop
-/// runs every 100 ms.
+/// open to organization `acme`, whose kubeconfig (written into `dir`)
+/// points at the API server at `api_url`; environments map to
+/// `env-{environment}`, and the sync loop runs every 100 ms.
 pub fn kubernetes_config(dir: &Path, api_url: &str) -> Config {
     let kubeconfig = write_kubeconfig(dir, api_url);
     let mut config = default_config(&dir.join("data"));
     config.targets.insert(
         "k8s".into(),
         registry_server::config::TargetConfig::Kubernetes {
+            organizations: vec!["acme".into()],
             kubeconfig: Some(kubeconfig),
             context: None,
             namespace_template: "env-{environment}".into(),

@@ -79,12 +79,14 @@ impl Setup {
             (
                 "swarm",
                 TargetConfig::Swarm {
+                    organizations: vec!["acme".into()],
                     endpoint: bed.docker_host.clone(),
                 },
             ),
             (
                 "compose",
                 TargetConfig::Compose {
+                    organizations: vec!["acme".into()],
                     endpoint: bed.docker_host.clone(),
                 },
             ),
@@ -336,9 +338,13 @@ async fn an_unreachable_engine_is_unavailable_and_records_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = default_config(&dir.path().join("data"));
     let missing = format!("unix://{}/no-such.sock", dir.path().display());
-    config
-        .targets
-        .insert("compose".into(), TargetConfig::Compose { endpoint: missing });
+    config.targets.insert(
+        "compose".into(),
+        TargetConfig::Compose {
+            organizations: vec!["acme".into()],
+            endpoint: missing,
+        },
+    );
     let server = TestServer::start_with(config).await.unwrap();
     let registry = server
         .caller("alice", "acme")

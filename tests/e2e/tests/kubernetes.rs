@@ -38,7 +38,6 @@ fn ghcr(token: &str) -> pb::Credentials {
 struct Cluster {
     sim: KubeSim,
     server: TestServer,
-    config: Config,
     _dir: tempfile::TempDir,
 }
 
@@ -55,19 +54,15 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let mut config = kubernetes_config(dir.path(), sim.url());
         tune(&mut config);
-        let server = TestServer::start_with(config.clone()).await.unwrap();
-        Self {
-            sim,
-            server,
-            config,
-            _dir: dir,
-        }
+        let server = TestServer::start_with(config).await.unwrap();
+        Self { sim, server, _dir: dir }
     }
 
-    async fn restart(&mut self) {
-        let config = self.config.clone();
-        let old = std::mem::replace(&mut self.server, TestServer::start_with(config).await.unwrap());
-        old.stop().await;
+    async fn restart(self) -> Self {
+        Self {
+            server: self.server.restart().await.unwrap(),
+            ..self
+        }
     }
 
     async fn caller(&self) -> Caller {
@@ -363,15 +358,17 @@ async fn bad_deployments_are_refused_before_anything_is_written() {
         assert!(!status.message().contains(TOKEN));
     }
     assert_eq!(cluster.sim.stats().writes(), 0);
-    assert!(deployer.usages("").await.unwrap().is_empty());
+    let left = deployer.usages("").await.unwrap();
+    assert!(left.is_empty(), "{left:?}");
 
-    // Another organization's registry does not exist for this caller.
+    // The target is acme's: another organization may not deploy to it.
     let mut outsider = cluster.server.deployer("eve", "globex").await;
     let status = outsider
         .prepare("api", "production", "k8s", &registry.id, "ghcr.io/myorg/api", "v1")
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::NotFound);
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(status.message().contains("\"k8s\""), "{}", status.message());
 
     // Plain writers are not deployers.
     let mut writer = cluster.deployer().await.with_roles("writer");
@@ -385,14 +382,32 @@ async fn bad_deployments_are_refused_before_anything_is_written() {
         Code::PermissionDenied
     );
 
-    // An unreachable API server is UNAVAILABLE, and leaves no usage.
+    // An API server that goes away mid-deploy is UNAVAILABLE. The intent is
+    // recorded before the write (the write may or may not have happened),
+    // so the usage stands, its Secret is pending, and the sync loop writes
+    // it once the server is back.
     cluster.sim.set_unreachable(true);
     let status = deployer
         .prepare("api", "production", "k8s", &registry.id, "ghcr.io/myorg/api", "v1")
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert!(deployer.usages("").await.unwrap().is_empty());
+    let usages = deployer.usages("").await.unwrap();
+    assert_eq!(
+        usages.iter().map(|u| u.container_id.as_str()).collect::<Vec<_>>(),
+        ["api"]
+    );
+    let state = deployer.sync_state(&registry.id).await.unwrap();
+    assert_eq!(state.targets[0].status(), pb::SyncStatus::Failed);
+    assert_eq!(state.targets[0].applied_revision, 0);
+    cluster.sim.set_unreachable(false);
+    deployer
+        .wait_for_sync(&registry.id, CONVERGE, |s| {
+            s.targets.iter().all(|t| t.status() == pb::SyncStatus::Synced)
+        })
+        .await;
+    let name = &state.targets[0].secret_name;
+    assert_eq!(cluster.docker_config("env-production", name), expected_config(TOKEN));
 }
 
 #[tokio::test]
@@ -475,7 +490,7 @@ async fn service_accounts_reference_the_secret_when_configured() {
 
 #[tokio::test]
 async fn a_storm_of_429s_and_a_restart_mid_rotation_still_converge() {
-    let mut cluster = Cluster::start_with(|config| config.sync.concurrency = 4).await;
+    let cluster = Cluster::start_with(|config| config.sync.concurrency = 4).await;
     let registry = cluster.ghcr_registry().await;
     let mut deployer = cluster.deployer().await;
     let environments: Vec<String> = (0..40).map(|i| format!("e{i}")).collect();
@@ -497,7 +512,7 @@ async fn a_storm_of_429s_and_a_restart_mid_rotation_still_converge() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(150)).await;
-    cluster.restart().await;
+    let cluster = cluster.restart().await;
     let mut deployer = cluster.deployer().await;
     let state = deployer
         .wait_for_sync(&registry.id, Duration::from_secs(60), |s| {

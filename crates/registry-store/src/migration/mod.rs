@@ -5,6 +5,7 @@ use sea_orm_migration::prelude::*;
 mod m20261127_000001_registries;
 mod m20261127_000002_deploy;
 mod m20261127_000003_pull_secret_refresh;
+mod m20261201_000004_guarantees;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000001_registries::Migration),
             Box::new(m20261127_000002_deploy::Migration),
             Box::new(m20261127_000003_pull_secret_refresh::Migration),
+            Box::new(m20261201_000004_guarantees::Migration),
         ]
     }
 }

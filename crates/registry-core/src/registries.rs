@@ -6,13 +6,14 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+use crate::audit::{AuditAction, AuditEvent, AuditOutcome};
 use crate::credentials::Credentials;
 use crate::error::{Error, FieldViolation, Resource, Result};
 use crate::kind::RegistryKind;
-use crate::ports::{AuditEvent, Inserted, ListQuery, RegistryStore, StoreError, WriteOutcome};
+use crate::ports::sealer::{SealContext, Sealer};
+use crate::ports::store::{Inserted, ListQuery, RegistryStore, StoreError, WriteOutcome};
 use crate::principal::{Principal, Role};
 use crate::registry::{Registry, RegistryId, StoredRegistry, Timestamp, new_etag};
-use crate::sealer::{SealContext, Sealer};
 use crate::sync::SyncTrigger;
 use crate::validate;
 
@@ -151,11 +152,11 @@ impl Registries {
                 credential_revision: 1,
             },
         };
-        let audit = audit(
+        let audit = AuditEvent::new(
             principal,
-            "registry.create",
+            AuditAction::RegistryCreate,
             Some(&stored.registry.id),
-            "ok",
+            AuditOutcome::Ok,
             format!("type={kind}"),
         );
         match self.store.insert(&stored, new.request_id.as_deref(), &audit).await {
@@ -255,11 +256,11 @@ impl Registries {
             next.registry.updated_at = Timestamp::now();
             next.registry.etag = new_etag();
 
-            let audit = audit(
+            let audit = AuditEvent::new(
                 principal,
-                "registry.update",
+                AuditAction::RegistryUpdate,
                 Some(&next.registry.id),
-                "ok",
+                AuditOutcome::Ok,
                 detail.join(" "),
             );
             match self.store.update(&next, &current.registry.etag, &audit).await {
@@ -293,11 +294,11 @@ impl Registries {
             let current = self.load(principal, id).await?;
             let registry = &current.registry;
             if registry.created_by != principal.subject {
-                let refusal = audit(
+                let refusal = AuditEvent::new(
                     principal,
-                    "registry.delete",
+                    AuditAction::RegistryDelete,
                     Some(&registry.id),
-                    "denied",
+                    AuditOutcome::Denied,
                     "not the creator",
                 );
                 self.store.record(&refusal).await?;
@@ -310,10 +311,10 @@ impl Registries {
             if !etag.is_empty() && etag != registry.etag {
                 return Err(etag_mismatch(id));
             }
-            let outcome = if force { "forced" } else { "ok" };
-            let audit = audit(
+            let outcome = if force { AuditOutcome::Forced } else { AuditOutcome::Ok };
+            let audit = AuditEvent::new(
                 principal,
-                "registry.delete",
+                AuditAction::RegistryDelete,
                 Some(&registry.id),
                 outcome,
                 format!("force={force}"),
@@ -372,16 +373,26 @@ impl Registries {
                 }
             }
         };
-        let result = if outcome.ok { "ok" } else { "invalid" };
+        let result = if outcome.ok {
+            AuditOutcome::Ok
+        } else {
+            AuditOutcome::Invalid
+        };
         let detail = format!("violations={}", outcome.violations.len());
         self.store
-            .record(&audit(principal, "registry.test", registry_id.as_ref(), result, detail))
+            .record(&AuditEvent::new(
+                principal,
+                AuditAction::RegistryTest,
+                registry_id.as_ref(),
+                result,
+                detail,
+            ))
             .await?;
         Ok(outcome)
     }
 
     /// A registry of the caller's organization, with its sealed credentials.
-    pub(crate) async fn load(&self, principal: &Principal, id: &str) -> Result<StoredRegistry> {
+    pub async fn load(&self, principal: &Principal, id: &str) -> Result<StoredRegistry> {
         let registry_id = parse_id(id)?;
         self.store
             .get(&principal.organization, &registry_id)
@@ -418,19 +429,6 @@ impl Registries {
     }
 }
 
-impl From<StoreError> for Error {
-    fn from(error: StoreError) -> Self {
-        match error {
-            StoreError::NameTaken(name) => Error::AlreadyExists {
-                resource: Resource::Registry,
-                name,
-            },
-            StoreError::Unavailable(reason) => Error::Store(reason),
-            StoreError::Corrupt(reason) => Error::Internal(format!("stored data is corrupt: {reason}")),
-        }
-    }
-}
-
 fn outcome(violations: Vec<FieldViolation>, credentials: &Credentials) -> TestOutcome {
     TestOutcome {
         ok: violations.is_empty(),
@@ -440,24 +438,6 @@ fn outcome(violations: Vec<FieldViolation>, credentials: &Credentials) -> TestOu
             String::new()
         },
         violations,
-    }
-}
-
-fn audit(
-    principal: &Principal,
-    action: &str,
-    registry_id: Option<&RegistryId>,
-    outcome: &str,
-    detail: impl Into<String>,
-) -> AuditEvent {
-    AuditEvent {
-        at: Timestamp::now(),
-        organization: principal.organization.clone(),
-        actor: principal.subject.clone(),
-        action: action.to_owned(),
-        registry_id: registry_id.cloned(),
-        outcome: outcome.to_owned(),
-        detail: detail.into(),
     }
 }
 
