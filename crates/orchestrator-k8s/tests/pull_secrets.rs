@@ -114,7 +114,10 @@ async fn applies_create_then_update_in_place_and_an_unchanged_one_writes_nothing
     let second = config("two");
     let rotated = api.apply(secret(&id, 2, 1, &second)).await.unwrap();
     let updated = stored(&sim);
-    assert_eq!((data(&updated), annotation(&updated, REVISION_ANNOTATION)), (second, "2".to_owned()));
+    assert_eq!(
+        (data(&updated), annotation(&updated, REVISION_ANNOTATION)),
+        (second, "2".to_owned())
+    );
     assert_eq!(updated.metadata.uid, created.metadata.uid);
     assert_ne!(rotated.version.resource_version, applied.version.resource_version);
 }
@@ -152,7 +155,10 @@ async fn a_secret_this_service_does_not_manage_is_never_touched() {
             ..Default::default()
         },
         type_: Some("kubernetes.io/dockerconfigjson".into()),
-        data: Some(BTreeMap::from([(DOCKER_CONFIG_KEY.to_owned(), ByteString(config("theirs")))])),
+        data: Some(BTreeMap::from([(
+            DOCKER_CONFIG_KEY.to_owned(),
+            ByteString(config("theirs")),
+        )])),
         ..Default::default()
     };
     sim.seed_secret(NS, &foreign);
@@ -253,7 +259,10 @@ async fn deletes_are_conditional_and_leave_a_newer_generation_alone() {
     assert_eq!(deletes, [409, 200]);
     // Deleting what is gone (or whose namespace is gone) is done.
     assert_eq!(api.delete(NS, NAME, &id, 2).await.unwrap(), Deleted::AlreadyGone);
-    assert_eq!(api.delete("env-gone", NAME, &id, 2).await.unwrap(), Deleted::AlreadyGone);
+    assert_eq!(
+        api.delete("env-gone", NAME, &id, 2).await.unwrap(),
+        Deleted::AlreadyGone
+    );
 }
 
 #[tokio::test]
@@ -397,7 +406,10 @@ async fn the_watch_recovers_from_a_compacted_history_by_listing_again() {
                 ..Default::default()
             },
             type_: Some("kubernetes.io/dockerconfigjson".into()),
-            data: Some(BTreeMap::from([(DOCKER_CONFIG_KEY.to_owned(), ByteString(config("x")))])),
+            data: Some(BTreeMap::from([(
+                DOCKER_CONFIG_KEY.to_owned(),
+                ByteString(config("x")),
+            )])),
             ..Default::default()
         },
     );

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use crate::credentials::Credentials;
 use crate::drift::DriftRepair;
 use crate::ports::login::LoginProvider;
-use crate::ports::orchestrators::{PullSecret, PullSecretApi, TargetError};
+use crate::ports::orchestrators::{Deleted, PullSecret, PullSecretApi, TargetError};
 use crate::ports::sealer::{SealContext, Sealer};
 use crate::ports::store::{DeployStore, SecretOutcome, StoreError};
 use crate::registry::{Registry, RegistryId, Timestamp};
@@ -332,7 +332,13 @@ impl SecretSync {
                 .call(api.delete(&row.namespace, &row.secret_name, &row.registry_id, row.generation))
                 .await
             {
-                Ok(_) => SecretOutcome::Deleted,
+                Ok(Deleted::Removed | Deleted::AlreadyGone | Deleted::NotOurs) => SecretOutcome::Deleted,
+                // Wanted again, and written again, while this deletion was
+                // on its way: the row says which revision it wants now.
+                Ok(Deleted::Revived) => SecretOutcome::Retry {
+                    not_before: Timestamp::now(),
+                    error: String::new(),
+                },
                 Err(error) => failure_outcome(&error, row.attempts),
             };
         }
