@@ -5,6 +5,7 @@
 //! - [`start`] — opens the store, checks the master keys, serves;
 //! - [`telemetry`] — structured logs.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -417,6 +418,9 @@ async fn targets(
 ) -> Result<(Targets, Vec<Arc<orchestrator_k8s::KubePullSecrets>>), StartError> {
     let mut targets = Vec::new();
     let mut clusters = Vec::new();
+    // One target per cluster: namespaces are claimed per target, so two
+    // targets on one cluster could hand one namespace to two organizations.
+    let mut servers: BTreeMap<String, &str> = BTreeMap::new();
     for (name, target) in &config.targets {
         let error = |reason: String| StartError::Target {
             name: name.clone(),
@@ -439,9 +443,17 @@ async fn targets(
                     request_timeout: Duration::from_millis(config.sync.call_timeout_ms),
                     user_agent: format!("{}/{}", orchestrator_k8s::FIELD_MANAGER, replica.id()),
                 };
-                let clients = orchestrator_k8s::connect(&connection, &options)
+                let kube_config = orchestrator_k8s::connect::config(&connection)
                     .await
                     .map_err(|e| error(e.to_string()))?;
+                let server = kube_config.cluster_url.to_string();
+                if let Some(other) = servers.insert(server.clone(), name) {
+                    return Err(error(format!(
+                        "reaches the same API server as target {other:?} ({server}); configure one target per cluster"
+                    )));
+                }
+                let clients =
+                    orchestrator_k8s::connect::clients(kube_config, &options).map_err(|e| error(e.to_string()))?;
                 let service_accounts = if *patch_service_accounts {
                     orchestrator_k8s::ServiceAccounts::Reference
                 } else {

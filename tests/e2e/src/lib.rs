@@ -1,6 +1,8 @@
 //! Support for the end-to-end tests: the real server on 127.0.0.1:0 with a
 //! fresh data directory, and clients that speak as a given principal.
 
+pub mod cluster;
+
 use std::path::{Path, PathBuf};
 
 use registry_proto::v1 as pb;

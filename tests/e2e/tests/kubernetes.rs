@@ -11,98 +11,13 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use registry_e2e::{Caller, Deployer, TestServer, kubernetes_config};
+use registry_e2e::cluster::{Cluster, NEW_TOKEN, TOKEN, expected_config, ghcr, kubernetes};
 use registry_proto::v1 as pb;
-use registry_proto::v1::credentials::Kind;
-use registry_proto::v1::prepare_deployment_response::Deployment;
-use registry_server::config::{Config, TargetConfig};
-use registry_testkit::kube_api::KubeSim;
+use registry_server::config::TargetConfig;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-const TOKEN: &str = "ghp_16C7e42F292c6912E7710c838347Ae178B4a";
-const NEW_TOKEN: &str = "ghp_Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2Ji1Hg0FeDcBa";
 const CONVERGE: Duration = Duration::from_secs(20);
-
-fn ghcr(token: &str) -> pb::Credentials {
-    pb::Credentials {
-        kind: Some(Kind::Ghcr(pb::GhcrCredentials {
-            username: "myorg".into(),
-            token: token.into(),
-        })),
-    }
-}
-
-/// A server with one Kubernetes target, "k8s", on a fresh simulated cluster
-/// with the production and staging namespaces.
-struct Cluster {
-    sim: KubeSim,
-    server: TestServer,
-    _dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    async fn start() -> Self {
-        Self::start_with(|_| {}).await
-    }
-
-    async fn start_with(tune: impl FnOnce(&mut Config)) -> Self {
-        let sim = KubeSim::start().await;
-        for namespace in ["env-production", "env-staging"] {
-            sim.create_namespace(namespace);
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = kubernetes_config(dir.path(), sim.url());
-        tune(&mut config);
-        let server = TestServer::start_with(config).await.unwrap();
-        Self { sim, server, _dir: dir }
-    }
-
-    async fn restart(self) -> Self {
-        Self {
-            server: self.server.restart().await.unwrap(),
-            ..self
-        }
-    }
-
-    async fn caller(&self) -> Caller {
-        self.server.caller("alice", "acme").await
-    }
-
-    async fn deployer(&self) -> Deployer {
-        self.server.deployer("ci-bot", "acme").await
-    }
-
-    async fn ghcr_registry(&self) -> pb::Registry {
-        self.caller()
-            .await
-            .create("My GHCR", pb::RegistryType::Ghcr, Some(ghcr(TOKEN)))
-            .await
-            .unwrap()
-    }
-
-    /// The `.dockerconfigjson` of a Secret, parsed.
-    fn docker_config(&self, namespace: &str, name: &str) -> serde_json::Value {
-        let secret = self.sim.secret(namespace, name).expect("secret exists");
-        let bytes = &secret.data.unwrap()[".dockerconfigjson"].0;
-        serde_json::from_slice(bytes).unwrap()
-    }
-}
-
-fn kubernetes(response: &pb::PrepareDeploymentResponse) -> &pb::KubernetesDeployment {
-    match &response.deployment {
-        Some(Deployment::Kubernetes(k)) => k,
-        other => panic!("not a kubernetes deployment: {other:?}"),
-    }
-}
-
-fn expected_config(token: &str) -> serde_json::Value {
-    serde_json::json!({"auths": {"ghcr.io": {
-        "username": "myorg",
-        "password": token,
-        "auth": STANDARD.encode(format!("myorg:{token}")),
-    }}})
-}
 
 #[tokio::test]
 async fn first_deploy_creates_the_secret_and_later_ones_reuse_it() {
