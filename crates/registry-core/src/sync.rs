@@ -9,7 +9,7 @@
 //! outcome is recorded as it completes — so one slow or hanging namespace or
 //! target never holds back the others, and a crash resumes where it stopped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -253,48 +253,68 @@ impl SecretSync {
         self.pass().await
     }
 
-    /// Claims due Secrets as workers free up, converges each, records each
-    /// outcome as it completes, and returns when nothing is due or running.
+    /// Claims due Secrets ahead of the workers, converges each, records
+    /// outcomes as they complete — those that complete while a commit is on
+    /// its way share the next one — and returns when nothing is due,
+    /// running or unrecorded.
     async fn pass(&self) -> Result<SyncReport, StoreError> {
         let concurrency = self.settings.concurrency.max(1);
-        // Claim in batches once a quarter of the workers are free.
-        let refill = (concurrency / 4).max(1);
+        // Claimed rows waiting for a worker: enough that workers never wait
+        // for a claim, few enough that replicas share the work.
+        let buffer = concurrency * 2;
         let mut report = SyncReport::default();
+        let mut claimed: VecDeque<(PullSecretState, String)> = VecDeque::new();
         let mut running = FuturesUnordered::new();
+        let mut unrecorded: Vec<(SecretKey, SecretOutcome, String)> = Vec::new();
+        // Commits run on their own task: a claim waiting for the database
+        // never stalls the commit ahead of it.
+        let mut committing: Option<tokio::task::JoinHandle<Result<usize, StoreError>>> = None;
         let mut exhausted = false;
         let result = loop {
-            let free = concurrency - running.len();
-            if !exhausted && (free >= refill || running.is_empty()) {
+            if !exhausted && claimed.len() + running.len() <= concurrency {
                 let lease = self.replica.lease(self.settings.lease);
-                let limit = u64::try_from(free).unwrap_or(u64::MAX);
+                let limit = u64::try_from(buffer - claimed.len() - running.len()).unwrap_or(u64::MAX);
                 match self.store.claim_due(Timestamp::now(), &lease, limit).await {
                     Ok(rows) => {
-                        exhausted = rows.len() < free;
-                        for row in rows {
-                            running.push(self.converge_claimed(row, lease.owner.clone()));
-                        }
+                        exhausted = (rows.len() as u64) < limit;
+                        claimed.extend(rows.into_iter().map(|row| (row, lease.owner.clone())));
                     }
-                    // The running ones still finish and record.
-                    Err(error) if !running.is_empty() => {
+                    // What is claimed still runs and is recorded.
+                    Err(error) if !(claimed.is_empty() && running.is_empty()) => {
                         tracing::error!(%error, "claiming pull secrets failed");
                         exhausted = true;
                     }
                     Err(error) => break Err(error),
                 }
             }
-            if running.is_empty() {
+            while running.len() < concurrency
+                && let Some((row, owner)) = claimed.pop_front()
+            {
+                running.push(self.converge_claimed(row, owner));
+            }
+            if committing.is_none() && !unrecorded.is_empty() {
+                let batch = std::mem::take(&mut unrecorded);
+                let store = Arc::clone(&self.store);
+                committing = Some(tokio::spawn(async move { store.record_outcomes(&batch).await }));
+            }
+            if running.is_empty() && committing.is_none() {
                 if exhausted {
                     break Ok(report);
                 }
                 continue;
             }
             tokio::select! {
-                Some((key, outcome, owner)) = running.next() => {
-                    report.count(&outcome);
-                    if let Err(error) = self.store.record_outcome(&key, &outcome, Some(&owner)).await {
-                        // The lease runs out and another attempt is made.
-                        tracing::error!(%error, registry_id = %key.registry_id, namespace = key.namespace, "recording a sync outcome failed");
+                Some(done) = running.next() => {
+                    report.count(&done.1);
+                    unrecorded.push(done);
+                }
+                recorded = async { committing.as_mut()?.await.ok() }, if committing.is_some() => {
+                    committing = None;
+                    if let Some(Err(error)) = recorded {
+                        // The leases run out and the Secrets are tried again.
+                        tracing::error!(%error, "recording sync outcomes failed");
                     }
+                    // Recorded outcomes can make rows due again.
                     exhausted = false;
                 }
                 () = self.trigger.woken() => exhausted = false,

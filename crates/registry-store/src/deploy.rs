@@ -85,6 +85,10 @@ impl DeployStore for SeaStore {
         Ok(pull_secrets::record_outcome(&self.writer, key, outcome, lease_owner).await?)
     }
 
+    async fn record_outcomes(&self, outcomes: &[(SecretKey, SecretOutcome, String)]) -> Result<usize, StoreError> {
+        Ok(pull_secrets::record_outcomes(&self.writer, outcomes).await?)
+    }
+
     async fn mark_drifted(
         &self,
         key: &SecretKey,

@@ -9,8 +9,8 @@ use registry_core::usage::{Lease, PullSecretState, Replica, SecretKey};
 use registry_core::{RegistryId, Timestamp};
 use sea_orm::sea_query::{Expr, Func, LockBehavior, LockType, SimpleExpr};
 use sea_orm::{
-    ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
-    UpdateMany,
+    ColumnTrait, Condition, DatabaseConnection, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait, UpdateMany,
 };
 
 use crate::entity::pull_secrets::{self, Column};
@@ -108,6 +108,33 @@ fn update_of(key: &SecretKey, owner: Option<&str>, now: Timestamp) -> UpdateMany
 
 pub(crate) async fn record_outcome(
     db: &DatabaseConnection,
+    key: &SecretKey,
+    outcome: &SecretOutcome,
+    owner: Option<&str>,
+) -> Result<bool> {
+    let txn = db.begin().await?;
+    let updated = write_outcome(&txn, key, outcome, owner).await?;
+    txn.commit().await?;
+    Ok(updated)
+}
+
+/// Records several outcomes in one transaction (one commit for all of
+/// them); returns how many rows were updated.
+pub(crate) async fn record_outcomes(
+    db: &DatabaseConnection,
+    outcomes: &[(SecretKey, SecretOutcome, String)],
+) -> Result<usize> {
+    let txn = db.begin().await?;
+    let mut updated = 0;
+    for (key, outcome, owner) in outcomes {
+        updated += usize::from(write_outcome(&txn, key, outcome, Some(owner)).await?);
+    }
+    txn.commit().await?;
+    Ok(updated)
+}
+
+async fn write_outcome(
+    db: &DatabaseTransaction,
     key: &SecretKey,
     outcome: &SecretOutcome,
     owner: Option<&str>,
@@ -223,15 +250,19 @@ fn retry_at(
 
 /// The Secret is gone: the row goes if it still wants that; a row wanted
 /// again meanwhile stays, holding nothing, due at once.
-async fn record_deleted(db: &DatabaseConnection, key: &SecretKey, owner: Option<&str>, now: Timestamp) -> Result<bool> {
-    let txn = db.begin().await?;
+async fn record_deleted(
+    txn: &DatabaseTransaction,
+    key: &SecretKey,
+    owner: Option<&str>,
+    now: Timestamp,
+) -> Result<bool> {
     let mut delete = secret_filter(pull_secrets::Entity::delete_many(), key).filter(Column::DesiredRevision.eq(0i64));
     if let Some(owner) = owner {
         delete = delete.filter(Column::LeaseOwner.eq(owner));
     }
-    let removed = delete.exec(&txn).await?.rows_affected;
+    let removed = delete.exec(txn).await?.rows_affected;
     let done = if removed == 1 {
-        release_claim_if_empty(&txn, &key.target, &key.namespace).await?;
+        release_claim_if_empty(txn, &key.target, &key.namespace).await?;
         true
     } else {
         update_of(key, owner, now)
@@ -240,12 +271,11 @@ async fn record_deleted(db: &DatabaseConnection, key: &SecretKey, owner: Option<
             .col_expr(Column::WrittenVersion, Expr::value(""))
             .col_expr(Column::Status, Expr::value(PENDING))
             .col_expr(Column::NotBefore, Expr::value(0i64))
-            .exec(&txn)
+            .exec(txn)
             .await?
             .rows_affected
             == 1
     };
-    txn.commit().await?;
     Ok(done)
 }
 

@@ -162,6 +162,12 @@ impl DeployStore for Hooked {
         }
         self.inner.record_outcome(k, o, owner).await
     }
+    async fn record_outcomes(&self, outcomes: &[(SecretKey, SecretOutcome, String)]) -> Result<usize, StoreError> {
+        if self.fail_next_outcome.swap(false, Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("connection reset by the test".into()));
+        }
+        self.inner.record_outcomes(outcomes).await
+    }
     async fn mark_drifted(
         &self,
         k: &SecretKey,

@@ -262,6 +262,11 @@ pub trait DeployStore: Send + Sync + fmt::Debug + 'static {
         lease_owner: Option<&str>,
     ) -> Result<bool, StoreError>;
 
+    /// Stores the outcomes of several attempts, each conditional on its
+    /// owner's lease as in [`DeployStore::record_outcome`], in one
+    /// transaction. Returns how many rows were updated.
+    async fn record_outcomes(&self, outcomes: &[(SecretKey, SecretOutcome, String)]) -> Result<usize, StoreError>;
+
     /// A Secret was changed or deleted out of band: unless someone holds
     /// the row or it no longer records `written`, it becomes pending (applied
     /// revision 0), due at once, with `reason` as its error; `audit` records
