@@ -243,6 +243,11 @@ pub enum TargetConfig {
         /// Also reference pull Secrets from the namespace's ServiceAccounts.
         #[serde(default)]
         patch_service_accounts: bool,
+        /// Watch namespaces and this service's Secrets (cluster-wide list
+        /// and watch of Secrets): drift repair, and deploys that need no
+        /// request. Off: every check asks the API server.
+        #[serde(default = "watch_by_default")]
+        watch: bool,
     },
     Swarm {
         /// The organizations that may deploy here, or `["*"]`.
@@ -267,6 +272,10 @@ impl TargetConfig {
         | Self::Compose { organizations, .. }) = self;
         Organizations::from_list(organizations.iter().cloned())
     }
+}
+
+fn watch_by_default() -> bool {
+    true
 }
 
 fn default_namespace_template() -> String {
@@ -590,6 +599,49 @@ mod tests {
         };
         let err = mysql.validate().unwrap_err().to_string();
         assert!(err.contains("database_url") && !err.contains("pw@"), "{err}");
+    }
+
+    #[test]
+    fn targets_name_their_organizations_and_shared_ones_their_namespaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("registry.toml");
+        let load = |toml: &str| {
+            std::fs::write(&file, toml).unwrap();
+            Config::load_from(Some(&file), Vec::new(), &Overrides::default())
+        };
+        let missing = load("[targets.k8s]\nkind = \"kubernetes\"\n").unwrap_err().to_string();
+        assert!(missing.contains("organizations"), "{missing}");
+        let shared = load("[targets.k8s]\nkind = \"kubernetes\"\norganizations = [\"*\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            shared.contains("targets.k8s.namespace_template") && shared.contains("{organization}"),
+            "{shared}"
+        );
+        let mixed =
+            load("[targets.s]\nkind = \"swarm\"\norganizations = [\"*\", \"acme\"]\nendpoint = \"unix:///d.sock\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(mixed.contains("targets.s.organizations"), "{mixed}");
+        let config = load(
+            "[targets.k8s]\nkind = \"kubernetes\"\norganizations = [\"*\"]\n\
+             namespace_template = \"{organization}-{environment}\"\n",
+        )
+        .unwrap();
+        match &config.targets["k8s"] {
+            TargetConfig::Kubernetes { watch, .. } => assert!(*watch, "watching is the default"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_lease_outlives_the_work_on_one_secret() {
+        let mut config = Config::default();
+        config.sync.call_timeout_ms = 60_000;
+        let refused = config.validate().unwrap_err().to_string();
+        assert!(refused.contains("sync.lease_ms"), "{refused}");
+        config.sync.lease_ms = 181_000;
+        assert!(config.validate().is_ok());
     }
 
     #[test]

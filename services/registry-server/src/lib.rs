@@ -433,6 +433,7 @@ async fn targets(
                 context,
                 namespace_template,
                 patch_service_accounts,
+                watch,
                 ..
             } => {
                 let connection = orchestrator_k8s::Connection {
@@ -459,7 +460,11 @@ async fn targets(
                 } else {
                     orchestrator_k8s::ServiceAccounts::Leave
                 };
-                let cluster = Arc::new(orchestrator_k8s::KubePullSecrets::watching(clients, service_accounts));
+                let cluster = Arc::new(if *watch {
+                    orchestrator_k8s::KubePullSecrets::watching(clients, service_accounts)
+                } else {
+                    orchestrator_k8s::KubePullSecrets::new(clients, service_accounts)
+                });
                 clusters.push(Arc::clone(&cluster));
                 TargetKind::Kubernetes {
                     namespaces: NamespaceTemplate::new(namespace_template, &organizations).map_err(error)?,

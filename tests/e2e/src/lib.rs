@@ -318,6 +318,7 @@ pub fn kubernetes_config(dir: &Path, api_url: &str) -> Config {
             context: None,
             namespace_template: "env-{environment}".into(),
             patch_service_accounts: false,
+            watch: true,
         },
     );
     config.sync.interval_ms = 100;

@@ -38,6 +38,7 @@ fn config(dir: &std::path::Path, sim: &KubeSim, organizations: &[&str], template
             context: None,
             namespace_template: template.into(),
             patch_service_accounts: true,
+            watch: true,
         },
     );
     config.sync.interval_ms = 100;
@@ -261,6 +262,7 @@ async fn two_targets_on_one_cluster_are_refused() {
         context: None,
         namespace_template: "env-{environment}".into(),
         patch_service_accounts: false,
+        watch: true,
     };
     config.targets.insert("k8s-globex".into(), other);
     let refused = TestServer::start_with(config).await.unwrap_err().to_string();
