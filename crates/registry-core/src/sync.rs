@@ -16,6 +16,7 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::credentials::Credentials;
@@ -156,6 +157,10 @@ pub(crate) fn failure_outcome(error: &TargetError, attempts: i32) -> SecretOutco
     }
 }
 
+/// What a claim returns: the rows, their lease's owner, and how many were
+/// asked for.
+type Claimed = Result<(Vec<PullSecretState>, String, usize), StoreError>;
+
 /// A registry at its current revision with its opened credentials.
 type Opened = Arc<(Registry, Result<Credentials, String>)>;
 
@@ -256,7 +261,8 @@ impl SecretSync {
     /// Claims due Secrets ahead of the workers, converges each, records
     /// outcomes as they complete — those that complete while a commit is on
     /// its way share the next one — and returns when nothing is due,
-    /// running or unrecorded.
+    /// running or unrecorded. Claims and commits run on tasks of their own,
+    /// so a worker never waits for the database to start its next Secret.
     async fn pass(&self) -> Result<SyncReport, StoreError> {
         let concurrency = self.settings.concurrency.max(1);
         // Claimed rows waiting for a worker: enough that workers never wait
@@ -266,40 +272,28 @@ impl SecretSync {
         let mut claimed: VecDeque<(PullSecretState, String)> = VecDeque::new();
         let mut running = FuturesUnordered::new();
         let mut unrecorded: Vec<(SecretKey, SecretOutcome, String)> = Vec::new();
-        // Commits run on their own task: a claim waiting for the database
-        // never stalls the commit ahead of it.
-        let mut committing: Option<tokio::task::JoinHandle<Result<usize, StoreError>>> = None;
+        let mut claiming: Option<JoinHandle<Claimed>> = None;
+        let mut committing: Option<JoinHandle<Result<usize, StoreError>>> = None;
         let mut exhausted = false;
-        let result = loop {
-            if !exhausted && claimed.len() + running.len() <= concurrency {
-                let lease = self.replica.lease(self.settings.lease);
-                let limit = u64::try_from(buffer - claimed.len() - running.len()).unwrap_or(u64::MAX);
-                match self.store.claim_due(Timestamp::now(), &lease, limit).await {
-                    Ok(rows) => {
-                        exhausted = (rows.len() as u64) < limit;
-                        claimed.extend(rows.into_iter().map(|row| (row, lease.owner.clone())));
-                    }
-                    // What is claimed still runs and is recorded.
-                    Err(error) if !(claimed.is_empty() && running.is_empty()) => {
-                        tracing::error!(%error, "claiming pull secrets failed");
-                        exhausted = true;
-                    }
-                    Err(error) => break Err(error),
-                }
-            }
+        let mut failure = None;
+        loop {
             while running.len() < concurrency
                 && let Some((row, owner)) = claimed.pop_front()
             {
                 running.push(self.converge_claimed(row, owner));
+            }
+            if claiming.is_none() && !exhausted && failure.is_none() && claimed.len() + running.len() <= concurrency {
+                let limit = buffer - claimed.len() - running.len();
+                claiming = Some(self.claim(limit));
             }
             if committing.is_none() && !unrecorded.is_empty() {
                 let batch = std::mem::take(&mut unrecorded);
                 let store = Arc::clone(&self.store);
                 committing = Some(tokio::spawn(async move { store.record_outcomes(&batch).await }));
             }
-            if running.is_empty() && committing.is_none() {
-                if exhausted {
-                    break Ok(report);
+            if running.is_empty() && claimed.is_empty() && claiming.is_none() && committing.is_none() {
+                if exhausted || failure.is_some() {
+                    break;
                 }
                 continue;
             }
@@ -307,6 +301,21 @@ impl SecretSync {
                 Some(done) = running.next() => {
                     report.count(&done.1);
                     unrecorded.push(done);
+                }
+                result = async { claiming.as_mut()?.await.ok() }, if claiming.is_some() => {
+                    claiming = None;
+                    match result {
+                        Some(Ok((rows, owner, limit))) => {
+                            exhausted = rows.len() < limit;
+                            claimed.extend(rows.into_iter().map(|row| (row, owner.clone())));
+                        }
+                        Some(Err(error)) => {
+                            // What is claimed still runs and is recorded.
+                            tracing::error!(%error, "claiming pull secrets failed");
+                            failure = Some(error);
+                        }
+                        None => exhausted = true,
+                    }
                 }
                 recorded = async { committing.as_mut()?.await.ok() }, if committing.is_some() => {
                     committing = None;
@@ -320,9 +329,24 @@ impl SecretSync {
                 () = self.trigger.woken() => exhausted = false,
                 () = tokio::time::sleep(self.settings.interval) => exhausted = false,
             }
-        };
+        }
         self.opened.lock().unwrap_or_else(PoisonError::into_inner).clear();
-        result
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(report),
+        }
+    }
+
+    /// Claims up to `limit` due Secrets under a new lease, on a task.
+    fn claim(&self, limit: usize) -> JoinHandle<Claimed> {
+        let store = Arc::clone(&self.store);
+        let lease = self.replica.lease(self.settings.lease);
+        tokio::spawn(async move {
+            let rows = store
+                .claim_due(Timestamp::now(), &lease, u64::try_from(limit).unwrap_or(u64::MAX))
+                .await?;
+            Ok((rows, lease.owner, limit))
+        })
     }
 
     async fn converge_claimed(&self, row: PullSecretState, owner: String) -> (SecretKey, SecretOutcome, String) {
