@@ -115,6 +115,7 @@ fn store_status(error: &StoreError, message: String) -> Status {
         StoreError::Unavailable(_) => Status::unavailable(message),
         StoreError::NameTaken(_) => Status::already_exists(message),
         StoreError::Corrupt(_) => Status::internal(message),
+        StoreError::Overloaded(_) => Status::resource_exhausted(message),
     }
 }
 

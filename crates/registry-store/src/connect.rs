@@ -11,6 +11,8 @@ use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynch
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
 use sea_orm_migration::MigratorTrait;
 
+use crate::audit::AuditLog;
+use crate::cache::{DeployCache, RegistryCache};
 use crate::migration::Migrator;
 
 /// Why the store could not be opened.
@@ -29,6 +31,27 @@ pub enum OpenError {
     Locked(PathBuf),
 }
 
+/// SQLite's `synchronous` setting (WAL mode): when a commit is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SqliteSync {
+    /// A commit is in the WAL file before it is acknowledged: it survives
+    /// the process being killed (SIGKILL, OOM), but a power loss or an OS
+    /// crash can roll back the commits since the last checkpoint (the WAL
+    /// is synced at checkpoints only).
+    #[default]
+    Normal,
+    /// Each commit is also fsynced: it survives a power loss too, at the
+    /// cost of one fsync per commit (shared by a batch of audit events).
+    Full,
+}
+
+/// How the store opens its database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreOptions {
+    /// Only for SQLite (PostgreSQL: the server's `synchronous_commit`).
+    pub sqlite_sync: SqliteSync,
+}
+
 /// The sea-orm store.
 #[derive(Debug, Clone)]
 pub struct SeaStore {
@@ -40,6 +63,12 @@ pub struct SeaStore {
     pub(crate) reader: DatabaseConnection,
     /// On SQLite, the lock that keeps a second process off the file.
     _lock: Option<Arc<File>>,
+    /// Registries between writes.
+    pub(crate) cache: Arc<RegistryCache>,
+    /// Usages and pull Secret rows between writes (SQLite only).
+    pub(crate) deploy_cache: Arc<DeployCache>,
+    /// The group commit of hand-out audit events.
+    pub(crate) audit: AuditLog,
 }
 
 /// The SQLite URL of the embedded default database in `data_dir`.
@@ -55,14 +84,19 @@ impl SeaStore {
     /// Connects to `url` (`sqlite://…` or `postgres://…`) and applies pending
     /// migrations. Database URLs may hold a password: it is never logged.
     pub async fn connect(url: &str) -> Result<Self, OpenError> {
+        Self::connect_with(url, StoreOptions::default()).await
+    }
+
+    /// [`Self::connect`] with `options`.
+    pub async fn connect_with(url: &str, options: StoreOptions) -> Result<Self, OpenError> {
         match url.split(':').next().unwrap_or_default() {
-            "sqlite" => Self::connect_sqlite(url).await,
+            "sqlite" => Self::connect_sqlite(url, options.sqlite_sync).await,
             "postgres" | "postgresql" => Self::connect_postgres(url).await,
             other => Err(OpenError::UnsupportedScheme(other.to_owned())),
         }
     }
 
-    async fn connect_sqlite(url: &str) -> Result<Self, OpenError> {
+    async fn connect_sqlite(url: &str, sync: SqliteSync) -> Result<Self, OpenError> {
         let failed = |e: &dyn std::fmt::Display| OpenError::Connect {
             backend: "sqlite",
             reason: redact(&e.to_string(), url),
@@ -80,12 +114,14 @@ impl SeaStore {
                 .acquire_timeout(Duration::from_secs(10))
                 .max_connections(max)
                 .min_connections(1)
-                // WAL: readers never wait for the writer. FULL: a commit is
-                // on disk (fsync) before it is acknowledged, so an
-                // acknowledged audit event survives a power loss too.
-                .map_sqlx_sqlite_opts(|o| {
+                // WAL: readers never wait for the writer; see SqliteSync
+                // for what an acknowledged commit (an audit event) survives.
+                .map_sqlx_sqlite_opts(move |o| {
                     o.journal_mode(SqliteJournalMode::Wal)
-                        .synchronous(SqliteSynchronous::Full)
+                        .synchronous(match sync {
+                            SqliteSync::Normal => SqliteSynchronous::Normal,
+                            SqliteSync::Full => SqliteSynchronous::Full,
+                        })
                         .busy_timeout(Duration::from_secs(5))
                         .foreign_keys(true)
                 });
@@ -102,6 +138,10 @@ impl SeaStore {
             .map_err(|e| failed(&crate::failure::describe(e)))?;
         let reader = Database::connect(options(4)).await.map_err(|e| failed(&e))?;
         Ok(Self {
+            audit: AuditLog::start(writer.clone()),
+            // This process holds the lock: it is the file's only writer.
+            cache: Arc::new(RegistryCache::new(lock.is_some())),
+            deploy_cache: Arc::new(DeployCache::new(lock.is_some())),
             writer,
             reader,
             _lock: lock.map(Arc::new),
@@ -134,6 +174,9 @@ impl SeaStore {
         migrated.map_err(|e| OpenError::Migrate(e.to_string()))?;
         let pool = Database::connect(options(16)).await.map_err(failed)?;
         Ok(Self {
+            audit: AuditLog::start(pool.clone()),
+            cache: Arc::new(RegistryCache::new(false)),
+            deploy_cache: Arc::new(DeployCache::new(false)),
             writer: pool.clone(),
             reader: pool,
             _lock: None,

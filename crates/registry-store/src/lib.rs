@@ -7,12 +7,15 @@
 //!   under an advisory lock, the health ping;
 //! - [`entity`] — the tables;
 //! - [`migration`] — the schema;
-//! - `registries` — registries and the audit trail;
+//! - `registries` — registries and the audit trail; `cache` — registries
+//!   between writes; `audit` — the group commit of hand-out events;
 //! - `usages` — usages, deployment intents, namespace ownership;
 //! - `pull_secrets` — claims, leases and outcomes of the sync loop;
 //! - `deploy` — the deploy port over the two above;
 //! - `rows` — rows <-> domain values; `failure` — database errors.
 
+mod audit;
+mod cache;
 pub mod connect;
 mod deploy;
 pub mod entity;
@@ -23,4 +26,4 @@ mod registries;
 mod rows;
 mod usages;
 
-pub use connect::{OpenError, SeaStore, sqlite_url};
+pub use connect::{OpenError, SeaStore, SqliteSync, StoreOptions, sqlite_url};

@@ -11,6 +11,7 @@ use sea_orm::{
 };
 
 use crate::SeaStore;
+use crate::cache::Cached;
 use crate::entity::{audit_events, pull_secrets, registries, usages};
 use crate::failure::{Result, is_unique_violation};
 use crate::rows::{audit_from, audit_row, registry_from, registry_row};
@@ -182,6 +183,37 @@ impl SeaStore {
         Ok(WriteOutcome::Done(()))
     }
 
+    /// A registry by id, from the cache when it is current (see
+    /// [`crate::cache`]).
+    pub(crate) async fn cached_registry(&self, id: &RegistryId) -> Result<Option<StoredRegistry>, StoreError> {
+        let generation = self.cache.generation();
+        match self.cache.lookup(id) {
+            Cached::Current(stored) => return Ok(Some(stored)),
+            Cached::Unconfirmed(stored) if self.stored_etag(id).await? == Some(stored.registry.etag.clone()) => {
+                return Ok(Some(stored));
+            }
+            Cached::Unconfirmed(_) | Cached::Missing => {}
+        }
+        let row = registries::Entity::find_by_id(id.to_string())
+            .one(&self.reader)
+            .await
+            .map_err(crate::failure::Failure::from)?;
+        let stored = row.map(registry_from).transpose()?;
+        if let Some(stored) = &stored {
+            self.cache.fill(generation, stored);
+        }
+        Ok(stored)
+    }
+
+    async fn stored_etag(&self, id: &RegistryId) -> Result<Option<String>> {
+        Ok(registries::Entity::find_by_id(id.to_string())
+            .select_only()
+            .column(registries::Column::Etag)
+            .into_tuple()
+            .one(&self.reader)
+            .await?)
+    }
+
     async fn read_key_samples(&self) -> Result<Vec<KeySample>> {
         use registries::Column;
         let firsts: Vec<(String, String)> = registries::Entity::find()
@@ -217,6 +249,7 @@ impl RegistryStore for SeaStore {
         request_id: Option<&str>,
         audit: &AuditEvent,
     ) -> Result<Inserted, StoreError> {
+        let _writing = self.cache.writing(&registry.registry.id);
         self.insert_registry(registry, request_id, audit).await?
     }
 
@@ -229,12 +262,8 @@ impl RegistryStore for SeaStore {
     }
 
     async fn get(&self, organization: &str, id: &RegistryId) -> Result<Option<StoredRegistry>, StoreError> {
-        let row = registries::Entity::find_by_id(id.to_string())
-            .filter(registries::Column::Organization.eq(organization))
-            .one(&self.reader)
-            .await
-            .map_err(crate::failure::Failure::from)?;
-        Ok(row.map(registry_from).transpose()?)
+        let stored = self.cached_registry(id).await?;
+        Ok(stored.filter(|stored| stored.registry.organization == organization))
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<StoredRegistry>, StoreError> {
@@ -266,6 +295,8 @@ impl RegistryStore for SeaStore {
         expected_etag: &str,
         audit: &AuditEvent,
     ) -> Result<WriteOutcome<()>, StoreError> {
+        let _writing = self.cache.writing(&registry.registry.id);
+        let _rotating = self.deploy_cache.writing();
         self.update_registry(registry, expected_etag, audit).await?
     }
 
@@ -277,13 +308,15 @@ impl RegistryStore for SeaStore {
         force: bool,
         audit: &AuditEvent,
     ) -> Result<WriteOutcome<()>, StoreError> {
+        let _writing = self.cache.writing(id);
+        let _deleting = self.deploy_cache.writing();
         Ok(self
             .delete_registry(organization, id, expected_etag, force, audit)
             .await?)
     }
 
     async fn record(&self, audit: &AuditEvent) -> Result<(), StoreError> {
-        Ok(insert_audit(&self.writer, audit).await?)
+        self.audit.record(audit).await
     }
 
     async fn key_samples(&self) -> Result<Vec<KeySample>, StoreError> {

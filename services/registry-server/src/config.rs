@@ -23,6 +23,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `sqlite://…` or `postgres://…`; default: SQLite in `data_dir`.
     pub database_url: Option<String>,
+    /// When a SQLite commit (an audit event among them) is durable.
+    pub sqlite_synchronous: SqliteSynchronous,
     /// A file of base64 master keys, one per line, the first one primary.
     pub master_key_file: Option<PathBuf>,
     /// The same keys comma-separated (usually from `REGISTRY_MASTER_KEYS`).
@@ -44,6 +46,7 @@ impl fmt::Debug for Config {
             .field("listen", &self.listen)
             .field("data_dir", &self.data_dir)
             .field("database_url", &self.database_url.as_deref().map(redact_url))
+            .field("sqlite_synchronous", &self.sqlite_synchronous)
             .field("master_key_file", &self.master_key_file)
             .field("master_keys", &self.master_keys.as_ref().map(|_| "[REDACTED]"))
             .field("auth", &self.auth)
@@ -62,6 +65,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             data_dir: PathBuf::from("registry-data"),
             database_url: None,
+            sqlite_synchronous: SqliteSynchronous::Normal,
             master_key_file: None,
             master_keys: None,
             auth: AuthConfig::default(),
@@ -75,6 +79,26 @@ impl Default for Config {
 }
 
 /// How callers are authenticated.
+/// SQLite's `synchronous` pragma (WAL mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSynchronous {
+    /// A commit survives the process being killed; a power loss can lose
+    /// the commits since the last checkpoint.
+    Normal,
+    /// Each commit is fsynced: it survives a power loss too.
+    Full,
+}
+
+impl From<SqliteSynchronous> for registry_store::SqliteSync {
+    fn from(value: SqliteSynchronous) -> Self {
+        match value {
+            SqliteSynchronous::Normal => Self::Normal,
+            SqliteSynchronous::Full => Self::Full,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
@@ -312,10 +336,11 @@ impl Overrides {
 
 /// Top-level keys the environment may set (`REGISTRY_<KEY>`); other
 /// `REGISTRY_*` variables belong to other tools and are ignored.
-const ENV_KEYS: [&str; 11] = [
+const ENV_KEYS: [&str; 12] = [
     "listen",
     "data_dir",
     "database_url",
+    "sqlite_synchronous",
     "master_key_file",
     "master_keys",
     "auth",

@@ -157,7 +157,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .database_url
         .clone()
         .unwrap_or_else(|| registry_store::sqlite_url(&config.data_dir));
-    let store = SeaStore::connect(&database_url).await?;
+    let options = registry_store::StoreOptions {
+        sqlite_sync: config.sqlite_synchronous.into(),
+    };
+    let store = SeaStore::connect_with(&database_url, options).await?;
     let samples = store.key_samples().await?;
     let keys = load_keys(&config, !samples.is_empty())?;
     for sample in &samples {
@@ -255,6 +258,9 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let router = tonic::transport::Server::builder()
         .timeout(Duration::from_millis(config.limits.request_timeout_ms))
         .concurrency_limit_per_connection(config.limits.concurrency_per_connection)
+        // Beyond that limit a request is refused with RESOURCE_EXHAUSTED at
+        // once instead of queueing without bound.
+        .load_shed(true)
         .trace_fn(|request| tracing::info_span!("grpc", method = %request.uri().path()))
         .add_service(health)
         .add_service(reflection_v1)

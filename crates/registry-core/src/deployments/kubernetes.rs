@@ -8,7 +8,7 @@ use crate::audit::AuditOutcome;
 use crate::error::{Error, Result};
 use crate::login::DockerLogin;
 use crate::ports::orchestrators::{Observation, PullSecret, PullSecretApi, TargetError};
-use crate::ports::store::{SecretIntent, SecretOutcome, UsageIntent};
+use crate::ports::store::{RecordedIntent, SecretIntent, SecretOutcome, UsageIntent};
 use crate::registry::Timestamp;
 use crate::sync::failure_outcome;
 use crate::targets::NamespaceTemplate;
@@ -50,7 +50,10 @@ impl Deployments {
             lease: &lease,
             audit: &audit,
         };
-        let recorded = self.record(prepare, &intent).await?;
+        let recorded = match self.repeat(prepare, &intent).await? {
+            Some(recorded) => recorded,
+            None => self.record(prepare, &intent).await?,
+        };
         // From here on the sync loop owns the Secret, whatever happens below.
         let Some(row) = recorded.secret.as_ref() else {
             return Ok(prepare.prepared(
@@ -109,6 +112,47 @@ impl Deployments {
                 Err(Error::target(target, error))
             }
         }
+    }
+
+    /// A repeat deploy — the same usage again, its pull Secret synced at the
+    /// registry's current revision — changes nothing the store holds: only
+    /// its audit event is recorded (with the others of its group commit),
+    /// no write transaction. `None`: anything differs, record the intent.
+    ///
+    /// The reads are not one snapshot with the answer; a rotation or a
+    /// release committing meanwhile simply orders after this deploy, whose
+    /// Secret the sync loop then rotates or removes as for any other.
+    async fn repeat(&self, prepare: &Prepare<'_>, intent: &UsageIntent<'_>) -> Result<Option<RecordedIntent>> {
+        let usage = intent.usage;
+        let (Some(stored), Some(key)) = (&prepare.registry, usage.secret_key()) else {
+            return Ok(None);
+        };
+        let revision = stored.registry.credential_revision;
+        let Some(earlier) = self.store.usage(&usage.organization, &usage.container_id).await? else {
+            return Ok(None);
+        };
+        let same = earlier.registry_id == usage.registry_id
+            && earlier.environment == usage.environment
+            && earlier.target == usage.target
+            && earlier.namespace == usage.namespace
+            && earlier.image == usage.image
+            && earlier.credential_revision == revision;
+        if !same {
+            return Ok(None);
+        }
+        let Some(row) = self.store.pull_secret(&key).await? else {
+            return Ok(None);
+        };
+        if !row.is_synced() || row.applied_revision != revision || row.refresh_due(Timestamp::now()) {
+            return Ok(None);
+        }
+        self.registries.store().record(intent.audit).await?;
+        Ok(Some(RecordedIntent {
+            revision,
+            earlier: Some(earlier),
+            secret: Some(row),
+            leased: false,
+        }))
     }
 
     async fn write(

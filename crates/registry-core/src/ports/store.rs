@@ -26,6 +26,9 @@ pub enum StoreError {
     /// A stored row cannot be read back (a bug or manual edits).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// More writes are waiting than the store accepts: try again shortly.
+    #[error("database overloaded: {0}")]
+    Overloaded(String),
 }
 
 /// What happened to a conditional write.
