@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use tokio::sync::oneshot;
 use orchestrator_k8s::connect::clients;
 use orchestrator_k8s::{ClientOptions, KubePullSecrets, ServiceAccounts};
 use registry_core::audit::{AuditAction, AuditEvent};
@@ -64,6 +65,7 @@ macro_rules! on_both_stores {
 on_both_stores!(
     a_rotation_during_the_first_deploy_into_a_namespace_is_not_lost,
     a_rotation_during_the_deploy_of_a_second_container_is_not_lost,
+    a_rotation_during_a_repeat_deploy_is_not_lost,
     a_delete_landing_before_the_intent_makes_the_prepare_not_found,
     a_delete_landing_after_the_intent_is_refused_as_in_use,
     a_forced_delete_during_a_prepare_is_not_undone,
@@ -73,11 +75,34 @@ on_both_stores!(
 );
 
 /// The store, with a fault the test can switch on: the next
-/// `record_outcome` fails as if the database went away.
+/// `record_outcome` fails as if the database went away; and a hold: the
+/// next `record` (the audit event of a hand-out that writes nothing else)
+/// parks until the test releases it.
 #[derive(Debug)]
 struct Hooked {
     inner: SeaStore,
     fail_next_outcome: AtomicBool,
+    hold_next_record: std::sync::Mutex<Option<RecordHold>>,
+}
+
+#[derive(Debug)]
+struct RecordHold {
+    arrived: oneshot::Sender<()>,
+    release: oneshot::Receiver<()>,
+}
+
+impl Hooked {
+    /// Parks the next `record`: the first channel says it arrived, the
+    /// second releases it.
+    fn hold_next_record(&self) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
+        let (arrived, arrival) = oneshot::channel();
+        let (release, released) = oneshot::channel();
+        *self.hold_next_record.lock().unwrap() = Some(RecordHold {
+            arrived,
+            release: released,
+        });
+        (arrival, release)
+    }
 }
 
 #[async_trait]
@@ -108,6 +133,11 @@ impl RegistryStore for Hooked {
         RegistryStore::delete(&self.inner, org, id, etag, force, a).await
     }
     async fn record(&self, a: &AuditEvent) -> Result<(), StoreError> {
+        let hold = self.hold_next_record.lock().unwrap().take();
+        if let Some(hold) = hold {
+            hold.arrived.send(()).unwrap();
+            hold.release.await.unwrap();
+        }
         self.inner.record(a).await
     }
     async fn key_samples(&self) -> Result<Vec<KeySample>, StoreError> {
@@ -233,6 +263,7 @@ impl Rig {
         let store = Arc::new(Hooked {
             inner: store,
             fail_next_outcome: AtomicBool::new(false),
+            hold_next_record: std::sync::Mutex::new(None),
         });
         let keys: Arc<KeyRing> = Arc::new(KeyRing::ephemeral().unwrap());
         let options = ClientOptions {
@@ -421,6 +452,29 @@ async fn a_rotation_during_the_deploy_of_a_second_container_is_not_lost(store: S
     // Its intent saw revision 2 and it wrote 2 itself.
     let worker = rig.store.usage("acme", "worker").await.unwrap().unwrap();
     assert_eq!(worker.credential_revision, 2);
+    rig.converge(synced_at(2)).await;
+    assert_eq!(rig.token_in_cluster().as_deref(), Some(NEW));
+}
+
+/// A repeat deploy (its Secret synced at revision 1) reads the store and
+/// then records only its audit event; a rotation committing in between
+/// orders after the deploy, which answers revision 1, and still reaches the
+/// namespace: the deploy lowered nothing.
+async fn a_rotation_during_a_repeat_deploy_is_not_lost(store: SeaStore) {
+    let rig = Rig::start(store).await;
+    rig.prepare("api").await.unwrap();
+    let version = rig.row().await.unwrap().written;
+    let (arrived, release) = rig.store.hold_next_record();
+    let caller = principal();
+    let (prepared, ()) = tokio::join!(rig.deployments.prepare(&caller, rig.request("api")), async {
+        arrived.await.unwrap();
+        rig.rotate().await;
+        release.send(()).unwrap();
+    });
+    assert_eq!(prepared.unwrap().credential_revision, 1);
+    let row = rig.row().await.unwrap();
+    assert_eq!(row.written, version, "the repeat deploy wrote nothing");
+    assert_eq!(row.desired_revision, 2, "the rotation's desired revision stands");
     rig.converge(synced_at(2)).await;
     assert_eq!(rig.token_in_cluster().as_deref(), Some(NEW));
 }
