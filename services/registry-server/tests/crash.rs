@@ -4,7 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use std::net::TcpListener;
+mod common;
+
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,24 +13,15 @@ use std::time::{Duration, Instant};
 
 use registry_proto::v1 as pb;
 use registry_proto::v1::deploy_credential_service_client::DeployCredentialServiceClient;
-use registry_proto::v1::registry_service_client::RegistryServiceClient;
 use sea_orm::{ConnectionTrait, Database, Statement};
 use tonic::transport::Channel;
-use tonic::{IntoRequest, Request};
+
+use crate::common::{as_acme, free_port};
 
 /// Callers resolving at once.
 const CALLERS: u64 = 32;
 /// Hand-outs acknowledged before the kill.
 const BEFORE_KILL: u64 = 3000;
-
-fn as_acme<T>(message: T) -> Request<T> {
-    let mut request = message.into_request();
-    let metadata = request.metadata_mut();
-    metadata.insert("x-user", "alice".parse().unwrap());
-    metadata.insert("x-org", "acme".parse().unwrap());
-    metadata.insert("x-roles", "writer,deployer".parse().unwrap());
-    request
-}
 
 async fn connect(url: &str) -> Channel {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -45,7 +37,7 @@ async fn connect(url: &str) -> Channel {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_server_loses_no_acknowledged_audit_event() {
     let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_registry-server"))
         .args(["--listen", &format!("127.0.0.1:{port}"), "--auth-mode", "development"])
         .arg("--data-dir")
@@ -55,26 +47,7 @@ async fn a_killed_server_loses_no_acknowledged_audit_event() {
         .spawn()
         .unwrap();
     let channel = connect(&format!("http://127.0.0.1:{port}")).await;
-    let registry = RegistryServiceClient::new(channel.clone())
-        .create_registry(as_acme(pb::CreateRegistryRequest {
-            registry: Some(pb::Registry {
-                name: "My GHCR".into(),
-                r#type: pb::RegistryType::Ghcr.into(),
-                credentials: Some(pb::Credentials {
-                    kind: Some(pb::credentials::Kind::Ghcr(pb::GhcrCredentials {
-                        username: "myorg".into(),
-                        token: "ghp_16C7e42F292c6912E7710c838347Ae178B4a".into(),
-                    })),
-                }),
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        }))
-        .await
-        .unwrap()
-        .into_inner()
-        .registry
-        .unwrap();
+    let registry = common::create_registry(channel.clone()).await;
 
     let acknowledged = Arc::new(AtomicU64::new(0));
     let mut callers = tokio::task::JoinSet::new();

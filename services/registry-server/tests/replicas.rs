@@ -6,48 +6,26 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use registry_proto::v1 as pb;
-use registry_proto::v1::credentials::Kind;
 use registry_proto::v1::deploy_credential_service_client::DeployCredentialServiceClient;
 use registry_proto::v1::registry_service_client::RegistryServiceClient;
 use registry_testkit::kube_api::{KubeSim, Verb};
+use tonic::Code;
 use tonic::transport::Channel;
-use tonic::{Code, IntoRequest, Request};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-const TOKEN: &str = "ghp_16C7e42F292c6912E7710c838347Ae178B4a";
-const NEW_TOKEN: &str = "ghp_Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2Ji1Hg0FeDcBa";
+use crate::common::{NEW_TOKEN, as_acme, free_port, ghcr};
+
 /// Secrets a replica writes at once.
 const CONCURRENCY: usize = 4;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn ghcr(token: &str) -> pb::Credentials {
-    pb::Credentials {
-        kind: Some(Kind::Ghcr(pb::GhcrCredentials {
-            username: "myorg".into(),
-            token: token.into(),
-        })),
-    }
-}
-
-fn as_acme<T>(message: T) -> Request<T> {
-    let mut request = message.into_request();
-    let metadata = request.metadata_mut();
-    metadata.insert("x-user", "alice".parse().unwrap());
-    metadata.insert("x-org", "acme".parse().unwrap());
-    metadata.insert("x-roles", "writer,deployer".parse().unwrap());
-    request
-}
 
 /// A log file both of a process's streams append to.
 fn log_file(path: &std::path::Path) -> Stdio {
@@ -185,23 +163,7 @@ impl Replica {
 }
 
 async fn create_registry(replica: &Replica) -> pb::Registry {
-    replica
-        .registries()
-        .await
-        .create_registry(as_acme(pb::CreateRegistryRequest {
-            registry: Some(pb::Registry {
-                name: "My GHCR".into(),
-                r#type: pb::RegistryType::Ghcr.into(),
-                credentials: Some(ghcr(TOKEN)),
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        }))
-        .await
-        .unwrap()
-        .into_inner()
-        .registry
-        .unwrap()
+    common::create_registry(replica.channel().await).await
 }
 
 fn rotation(registry: &pb::Registry, etag: &str) -> pb::UpdateRegistryRequest {

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use tokio::sync::oneshot;
 use orchestrator_k8s::connect::clients;
 use orchestrator_k8s::{ClientOptions, KubePullSecrets, ServiceAccounts};
 use registry_core::audit::{AuditAction, AuditEvent};
@@ -31,6 +30,7 @@ use registry_core::{Credentials, Principal, Registry, RegistryId, RegistryKind, 
 use registry_crypto::KeyRing;
 use registry_store::SeaStore;
 use registry_testkit::kube_api::{KubeSim, RequestMatch, Verb};
+use tokio::sync::oneshot;
 
 const NS: &str = "env-production";
 const OLD: &str = "ghp_16C7e42F292c6912E7710c838347Ae178B4a";
