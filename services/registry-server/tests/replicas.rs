@@ -70,16 +70,7 @@ impl Shared {
         assert!(output.status.success());
         let master_key = String::from_utf8(output.stdout).unwrap().trim().to_owned();
         let kubeconfig = dir.path().join("kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: sim\n  cluster:\n    server: {}\n\
-                 users:\n- name: sim\n  user: {{}}\ncontexts:\n- name: sim\n  context:\n    cluster: sim\n    user: sim\n\
-                 current-context: sim\n",
-                sim.url()
-            ),
-        )
-        .unwrap();
+        std::fs::write(&kubeconfig, sim.kubeconfig()).unwrap();
         let config = format!(
             "[sync]\nconcurrency = {CONCURRENCY}\ninterval_ms = 100\ncall_timeout_ms = 1000\nlease_ms = 4000\n\n\
              [targets.k8s]\nkind = \"kubernetes\"\norganizations = [\"acme\"]\nkubeconfig = \"{}\"\n",

@@ -328,11 +328,7 @@ pub fn kubernetes_config(dir: &Path, api_url: &str) -> Config {
 /// A kubeconfig file for an API server at `url` (plain http, no auth).
 pub fn write_kubeconfig(dir: &Path, url: &str) -> PathBuf {
     let path = dir.join("kubeconfig");
-    let config = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: sim\n  cluster:\n    server: {url}\n\
-         users:\n- name: sim\n  user: {{}}\ncontexts:\n- name: sim\n  context:\n    cluster: sim\n    user: sim\n\
-         current-context: sim\n"
-    );
+    let config = registry_testkit::kube_api::kubeconfig(url);
     std::fs::write(&path, config).expect("kubeconfig written");
     path
 }

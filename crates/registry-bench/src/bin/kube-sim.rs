@@ -34,15 +34,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for namespace in &args.namespaces {
         sim.create_namespace(namespace);
     }
-    let url = sim.url();
-    std::fs::write(
-        &args.kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: sim\n  cluster:\n    server: {url}\n\
-             users:\n- name: sim\n  user: {{}}\ncontexts:\n- name: sim\n  context:\n    cluster: sim\n    user: sim\n\
-             current-context: sim\n"
-        ),
-    )?;
+    std::fs::write(&args.kubeconfig, sim.kubeconfig())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;

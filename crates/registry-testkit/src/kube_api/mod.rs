@@ -204,6 +204,16 @@ impl std::fmt::Debug for KubeSim {
     }
 }
 
+/// A kubeconfig file's text for an API server at `url` (plain http, no
+/// auth).
+pub fn kubeconfig(url: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: sim\n  cluster:\n    server: {url}\n\
+         users:\n- name: sim\n  user: {{}}\ncontexts:\n- name: sim\n  context:\n    cluster: sim\n    user: sim\n\
+         current-context: sim\n"
+    )
+}
+
 fn kind_of(resource: &str) -> Kind {
     Kind::from_plural(resource).unwrap_or_else(|| panic!("the simulator serves no resource {resource:?}"))
 }
@@ -236,6 +246,12 @@ impl KubeSim {
     /// The server's base URL (`http://127.0.0.1:PORT`).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// A kubeconfig file's text for this server (plain http, no auth), for
+    /// clients in other processes.
+    pub fn kubeconfig(&self) -> String {
+        kubeconfig(&self.url)
     }
 
     /// A kube-rs configuration for this server: no TLS, no credentials,
