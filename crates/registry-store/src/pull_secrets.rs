@@ -7,9 +7,9 @@ use registry_core::ports::orchestrators::SecretVersion;
 use registry_core::ports::store::SecretOutcome;
 use registry_core::usage::{Lease, PullSecretState, Replica, SecretKey};
 use registry_core::{RegistryId, Timestamp};
-use sea_orm::sea_query::{Expr, Func, LockBehavior, LockType, SimpleExpr};
+use sea_orm::sea_query::{Expr, Func, LockBehavior, LockType, Order, Query, SelectStatement, SimpleExpr};
 use sea_orm::{
-    ColumnTrait, Condition, DatabaseConnection, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
     TransactionTrait, UpdateMany,
 };
 
@@ -23,28 +23,68 @@ const SYNCED: &str = "synced";
 const PENDING: &str = "pending";
 const FAILED: &str = "failed";
 
-/// Rows due at `now`: not in their desired state and past their back-off,
-/// or synced with a login due for refresh.
-fn due(now: Timestamp) -> Condition {
-    Condition::any()
-        .add(Column::Status.ne(SYNCED).and(Column::NotBefore.lte(now.0)))
-        .add(
-            Column::Status
-                .eq(SYNCED)
-                .and(Column::RefreshAt.ne(0i64))
-                .and(Column::RefreshAt.lte(now.0)),
-        )
+/// The two kinds of due rows, each claimed in the order of its index
+/// (migration `m20261202_000005_claim_order`).
+#[derive(Clone, Copy)]
+enum Due {
+    /// Not in their desired state and past their back-off, oldest first.
+    Unsynced,
+    /// Synced with a login due for refresh, soonest first.
+    Refresh,
 }
 
-fn key_of(row: &PullSecretState) -> Condition {
-    Condition::all()
-        .add(Column::RegistryId.eq(row.registry_id.as_str()))
-        .add(Column::Target.eq(&row.target))
-        .add(Column::Namespace.eq(&row.namespace))
+impl Due {
+    /// The rows of this kind due at `now` that no live writer holds, in
+    /// claim order. The conditions repeat the partial indexes' predicates
+    /// word for word, so both databases use them.
+    fn select(self, now: Timestamp, limit: u64) -> SelectStatement {
+        let mut select = Query::select();
+        select
+            .columns([Column::RegistryId, Column::Target, Column::Namespace])
+            .from(pull_secrets::Entity)
+            .and_where(Column::LeaseUntil.lte(now.0));
+        match self {
+            Self::Unsynced => select
+                .and_where(Column::Status.ne(SYNCED))
+                .and_where(Column::NotBefore.lte(now.0))
+                .order_by(Column::NotBefore, Order::Asc)
+                .order_by(Column::UpdatedAt, Order::Asc),
+            Self::Refresh => select
+                .and_where(Column::Status.eq(SYNCED))
+                .and_where(Column::RefreshAt.ne(0i64))
+                .and_where(Column::RefreshAt.lte(now.0))
+                .order_by(Column::RefreshAt, Order::Asc),
+        };
+        select
+            .limit(limit)
+            .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+            .to_owned()
+    }
 }
 
+/// Claims up to `limit` due rows under `lease`: unsynced ones first, then
+/// logins due for refresh.
 pub(crate) async fn claim_due(
     db: &DatabaseConnection,
+    now: Timestamp,
+    lease: &Lease,
+    limit: u64,
+) -> Result<Vec<PullSecretState>> {
+    let mut claimed = claim(db, Due::Unsynced, now, lease, limit).await?;
+    let left = limit.saturating_sub(claimed.len() as u64);
+    if left > 0 {
+        claimed.extend(claim(db, Due::Refresh, now, lease, left).await?);
+    }
+    Ok(claimed)
+}
+
+/// One statement, the usual queue claim: the due rows nobody holds (on
+/// PostgreSQL locked as they are picked, skipping those another replica is
+/// picking), leased and returned. SQLite has a single writer and no row
+/// locks; its backend leaves the lock clause out.
+async fn claim(
+    db: &DatabaseConnection,
+    due: Due,
     now: Timestamp,
     lease: &Lease,
     limit: u64,
@@ -52,33 +92,30 @@ pub(crate) async fn claim_due(
     if limit == 0 {
         return Ok(Vec::new());
     }
-    let txn = db.begin().await?;
-    let rows = pull_secrets::Entity::find()
-        .filter(due(now))
-        .filter(Column::LeaseUntil.lte(now.0))
-        .order_by_asc(Column::NotBefore)
-        .order_by_asc(Column::UpdatedAt)
-        .limit(limit)
-        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
-        .all(&txn)
+    let key = Expr::tuple([
+        Expr::col(Column::RegistryId).into(),
+        Expr::col(Column::Target).into(),
+        Expr::col(Column::Namespace).into(),
+    ]);
+    let claim = Query::update()
+        .table(pull_secrets::Entity)
+        .values([
+            (Column::LeaseOwner, lease.owner.as_str().into()),
+            (Column::LeaseUntil, lease.until.0.into()),
+        ])
+        .and_where(key.in_subquery(due.select(now, limit)))
+        .returning_all()
+        .to_owned();
+    let mut rows = pull_secrets::Entity::find()
+        .from_raw_sql(db.get_database_backend().build(&claim))
+        .all(db)
         .await?;
-    let mut claimed: Vec<PullSecretState> = rows.into_iter().map(secret_from).collect::<Result<_>>()?;
-    if claimed.is_empty() {
-        txn.commit().await?;
-        return Ok(claimed);
+    // RETURNING has no order: restore the one they were picked in.
+    match due {
+        Due::Unsynced => rows.sort_by_key(|row| (row.not_before, row.updated_at)),
+        Due::Refresh => rows.sort_by_key(|row| row.refresh_at),
     }
-    let keys = claimed.iter().fold(Condition::any(), |any, row| any.add(key_of(row)));
-    pull_secrets::Entity::update_many()
-        .col_expr(Column::LeaseOwner, Expr::value(lease.owner.as_str()))
-        .col_expr(Column::LeaseUntil, Expr::value(lease.until.0))
-        .filter(keys)
-        .exec(&txn)
-        .await?;
-    txn.commit().await?;
-    for row in &mut claimed {
-        row.lease = Some(lease.clone());
-    }
-    Ok(claimed)
+    rows.into_iter().map(secret_from).collect()
 }
 
 /// `CASE WHEN condition THEN then ELSE otherwise END`.

@@ -6,6 +6,7 @@ mod m20261127_000001_registries;
 mod m20261127_000002_deploy;
 mod m20261127_000003_pull_secret_refresh;
 mod m20261201_000004_guarantees;
+mod m20261202_000005_claim_order;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000002_deploy::Migration),
             Box::new(m20261127_000003_pull_secret_refresh::Migration),
             Box::new(m20261201_000004_guarantees::Migration),
+            Box::new(m20261202_000005_claim_order::Migration),
         ]
     }
 }
