@@ -36,8 +36,14 @@ enum Due {
 impl Due {
     /// The rows of this kind due at `now` that no live writer holds, in
     /// claim order. The conditions repeat the partial indexes' predicates
-    /// word for word, so both databases use them.
+    /// word for word, with their constants written into the SQL rather than
+    /// bound: a prepared statement's generic plan can only use a partial
+    /// index whose predicate it can prove without the parameters' values
+    /// (with `status <> $4` PostgreSQL falls back to scanning and sorting
+    /// the table on every claim).
     fn select(self, now: Timestamp, limit: u64) -> SelectStatement {
+        let status = || Expr::col(Column::Status);
+        let synced = || Expr::cust(format!("'{SYNCED}'"));
         let mut select = Query::select();
         select
             .columns([Column::RegistryId, Column::Target, Column::Namespace])
@@ -45,13 +51,13 @@ impl Due {
             .and_where(Column::LeaseUntil.lte(now.0));
         match self {
             Self::Unsynced => select
-                .and_where(Column::Status.ne(SYNCED))
+                .and_where(status().ne(synced()))
                 .and_where(Column::NotBefore.lte(now.0))
                 .order_by(Column::NotBefore, Order::Asc)
                 .order_by(Column::UpdatedAt, Order::Asc),
             Self::Refresh => select
-                .and_where(Column::Status.eq(SYNCED))
-                .and_where(Column::RefreshAt.ne(0i64))
+                .and_where(status().eq(synced()))
+                .and_where(Expr::col(Column::RefreshAt).ne(Expr::cust("0")))
                 .and_where(Column::RefreshAt.lte(now.0))
                 .order_by(Column::RefreshAt, Order::Asc),
         };

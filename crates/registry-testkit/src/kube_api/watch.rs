@@ -190,10 +190,18 @@ impl WatchRequest {
     }
 }
 
-/// One `WatchEvent` line.
+/// One `WatchEvent` line, rendered from a borrowed object (a `json!` of it
+/// would copy the whole object first).
 fn line(kind: &str, object: &Value) -> Bytes {
-    let mut text = json!({ "type": kind, "object": object }).to_string();
-    text.push('\n');
+    #[derive(serde::Serialize)]
+    struct WatchEvent<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        object: &'a Value,
+    }
+    // A `Value` always serializes: its map keys are strings.
+    let mut text = serde_json::to_vec(&WatchEvent { kind, object }).unwrap_or_default();
+    text.push(b'\n');
     Bytes::from(text)
 }
 
