@@ -1,5 +1,6 @@
 //! `platform.registry.v1.RegistryService` over the domain use cases.
 
+use registry_core::ports::login::{LiveOutcome, LiveReport};
 use registry_core::registries::{NewRegistry, Registries, RegistryPatch, TestMode, TestSubject};
 use registry_core::{Error, FieldViolation};
 use registry_proto::v1 as pb;
@@ -218,9 +219,11 @@ impl RegistryApi {
         } else {
             TestSubject::Saved(request.registry_id)
         };
-        let outcome = self.registries.test(&principal, subject, mode).await?;
+        let image = Some(request.image.as_str()).filter(|image| !image.is_empty());
+        let outcome = self.registries.test(&principal, subject, mode, image).await?;
         Ok(pb::TestRegistryConnectionResponse {
             ok: outcome.ok,
+            live: outcome.live.map(live_to_proto),
             violations: outcome
                 .violations
                 .into_iter()
@@ -229,9 +232,30 @@ impl RegistryApi {
                     description: v.description,
                 })
                 .collect(),
-            mode: pb::TestMode::Structural.into(),
+            mode: match mode {
+                TestMode::Structural => pb::TestMode::Structural.into(),
+                TestMode::Live => pb::TestMode::Live.into(),
+            },
             server: outcome.server,
         })
+    }
+}
+
+fn live_to_proto(report: LiveReport) -> pb::LiveTestResult {
+    let outcome = match report.outcome {
+        LiveOutcome::Ok => pb::LiveOutcome::Ok,
+        LiveOutcome::Unauthorized => pb::LiveOutcome::Unauthorized,
+        LiveOutcome::NoAccess => pb::LiveOutcome::NoAccess,
+        LiveOutcome::NotFound => pb::LiveOutcome::NotFound,
+        LiveOutcome::Unreachable => pb::LiveOutcome::Unreachable,
+        LiveOutcome::TlsError => pb::LiveOutcome::TlsError,
+        LiveOutcome::ProtocolError => pb::LiveOutcome::ProtocolError,
+    };
+    pb::LiveTestResult {
+        outcome: outcome.into(),
+        message: report.message,
+        elapsed_ms: u32::try_from(report.elapsed.as_millis()).unwrap_or(u32::MAX),
+        digest: report.digest.unwrap_or_default(),
     }
 }
 

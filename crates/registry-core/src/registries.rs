@@ -10,6 +10,7 @@ use crate::audit::{AuditAction, AuditEvent, AuditOutcome};
 use crate::credentials::Credentials;
 use crate::error::{Error, FieldViolation, Resource, Result};
 use crate::kind::RegistryKind;
+use crate::ports::login::{ImageProbe, LiveOutcome, LiveReport, LoginError, LoginProvider, RegistryProbe};
 use crate::ports::sealer::{SealContext, Sealer};
 use crate::ports::store::{Inserted, ListQuery, RegistryStore, StoreError, WriteOutcome};
 use crate::principal::{Principal, Role};
@@ -75,6 +76,16 @@ pub struct TestOutcome {
     pub ok: bool,
     pub violations: Vec<FieldViolation>,
     pub server: String,
+    /// The live test's answer (live mode, no violation).
+    pub live: Option<LiveReport>,
+}
+
+/// What live connection tests need: the provider exchanges (ECR) and the
+/// registry v2 handshake.
+#[derive(Debug, Clone)]
+struct LiveTests {
+    logins: Arc<dyn LoginProvider>,
+    probe: Arc<dyn RegistryProbe>,
 }
 
 /// The registry use cases over a store and a sealer.
@@ -83,6 +94,7 @@ pub struct Registries {
     store: Arc<dyn RegistryStore>,
     sealer: Arc<dyn Sealer>,
     sync: SyncTrigger,
+    live: Option<LiveTests>,
 }
 
 impl Registries {
@@ -91,7 +103,15 @@ impl Registries {
             store,
             sealer,
             sync: SyncTrigger::default(),
+            live: None,
         }
+    }
+
+    /// Offers live connection tests: logins through `logins`, the
+    /// handshake through `probe`. Without, a live test is UNIMPLEMENTED.
+    pub fn with_live_tests(mut self, logins: Arc<dyn LoginProvider>, probe: Arc<dyn RegistryProbe>) -> Self {
+        self.live = Some(LiveTests { logins, probe });
+        self
     }
 
     /// Wakes `sync` after writes that change pull Secrets' desired state.
@@ -343,22 +363,43 @@ impl Registries {
         Err(etag_mismatch(id))
     }
 
-    /// "Test Connection". Violations are the answer, not an error; only a
-    /// request that cannot be understood is one.
-    pub async fn test(&self, principal: &Principal, subject: TestSubject, mode: TestMode) -> Result<TestOutcome> {
+    /// "Test Connection". Violations and live outcomes are the answer, not
+    /// errors; only a request that cannot be understood is one. A live test
+    /// runs only when the structural checks pass.
+    pub async fn test(
+        &self,
+        principal: &Principal,
+        subject: TestSubject,
+        mode: TestMode,
+        image: Option<&str>,
+    ) -> Result<TestOutcome> {
         principal.require(Role::Reader, "testing a registry")?;
-        if mode == TestMode::Live {
-            return Err(Error::Unsupported(
-                "mode: live connection tests are not offered by this server version; use TEST_MODE_STRUCTURAL".into(),
-            ));
-        }
-        let (registry_id, outcome) = match subject {
+        let live = match mode {
+            TestMode::Structural => None,
+            TestMode::Live => Some(self.live.as_ref().ok_or_else(|| {
+                Error::Unsupported(
+                    "mode: live connection tests are not enabled on this server; use TEST_MODE_STRUCTURAL".into(),
+                )
+            })?),
+        };
+        let image = match image.filter(|image| !image.is_empty()) {
+            Some(_) if live.is_none() => {
+                return Err(Error::invalid(
+                    "image",
+                    "is only checked by a live test (TEST_MODE_LIVE)",
+                ));
+            }
+            Some(image) => Some(image_probe(image)?),
+            None => None,
+        };
+        let (registry, credentials, mut outcome) = match subject {
             TestSubject::Saved(id) => {
                 let stored = self.load(principal, &id).await?;
                 let credentials = self.open(&stored)?;
                 let kind = stored.registry.kind;
                 let violations = prefixed(validate::credentials(&credentials), &credential_prefix("", kind));
-                (Some(stored.registry.id), outcome(violations, &credentials))
+                let outcome = outcome(violations, &credentials);
+                (Some(stored.registry), credentials, outcome)
             }
             TestSubject::Inline { kind, credentials } => {
                 let Some(kind) = kind else {
@@ -368,22 +409,37 @@ impl Registries {
                     ));
                 };
                 match check_draft("", Some(kind), credentials.as_ref()) {
-                    Ok((_, credentials)) => (None, outcome(Vec::new(), &credentials)),
-                    Err(violations) => (None, outcome(violations, &Credentials::Public)),
+                    Ok((kind, credentials)) => {
+                        let outcome = outcome(Vec::new(), &credentials);
+                        // The exchanges key their caches by registry: an
+                        // unsaved draft gets an id of its own.
+                        let draft = draft_registry(principal, kind, &credentials);
+                        (Some(draft), credentials, outcome)
+                    }
+                    Err(violations) => (None, Credentials::Public, outcome(violations, &Credentials::Public)),
                 }
             }
         };
+        if let (Some(live), Some(registry), true) = (live, &registry, outcome.ok) {
+            let report = live_test(live, registry, &credentials, image.as_ref()).await;
+            outcome.ok = report.outcome == LiveOutcome::Ok;
+            outcome.live = Some(report);
+        }
+        let saved_id = registry.filter(|r| r.created_by != DRAFT_CREATOR).map(|r| r.id);
         let result = if outcome.ok {
             AuditOutcome::Ok
         } else {
             AuditOutcome::Invalid
         };
-        let detail = format!("violations={}", outcome.violations.len());
+        let detail = match &outcome.live {
+            Some(live) => format!("violations={} live={}", outcome.violations.len(), live.outcome.as_str()),
+            None => format!("violations={}", outcome.violations.len()),
+        };
         self.store
             .record(&AuditEvent::new(
                 principal,
                 AuditAction::RegistryTest,
-                registry_id.as_ref(),
+                saved_id.as_ref(),
                 result,
                 detail,
             ))
@@ -438,7 +494,114 @@ fn outcome(violations: Vec<FieldViolation>, credentials: &Credentials) -> TestOu
             String::new()
         },
         violations,
+        live: None,
     }
+}
+
+/// The creator of the registry that stands for unsaved credentials.
+const DRAFT_CREATOR: &str = "";
+
+/// A registry standing for unsaved credentials in a live test.
+fn draft_registry(principal: &Principal, kind: RegistryKind, credentials: &Credentials) -> Registry {
+    let now = Timestamp::now();
+    Registry {
+        id: RegistryId::generate(),
+        organization: principal.organization.clone(),
+        name: String::new(),
+        kind,
+        server: credentials.server(),
+        hints: credentials.hints(),
+        created_by: DRAFT_CREATOR.into(),
+        created_at: now,
+        updated_at: now,
+        etag: String::new(),
+        credential_revision: 0,
+    }
+}
+
+/// `repository[:tag]` or `repository@sha256:…` (tag `latest` by default),
+/// with the distribution spec's repository grammar.
+fn image_probe(image: &str) -> Result<ImageProbe> {
+    let invalid = |why: &str| Error::invalid("image", format!("{image:?} {why}"));
+    let (repository, reference) = match image.split_once('@') {
+        Some((repository, digest)) => {
+            let valid = digest.strip_prefix("sha256:").is_some_and(|hex| {
+                hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+            });
+            if !valid {
+                return Err(invalid("has a digest that is not sha256:<64 lowercase hex digits>"));
+            }
+            (repository, digest)
+        }
+        None => match image.rsplit_once(':') {
+            Some((repository, tag)) if !tag.contains('/') => {
+                let valid = tag.len() <= 128
+                    && tag
+                        .chars()
+                        .next()
+                        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && tag.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+                if !valid {
+                    return Err(invalid("has an invalid tag"));
+                }
+                (repository, tag)
+            }
+            _ => (image, "latest"),
+        },
+    };
+    let component = |part: &str| {
+        !part.is_empty()
+            && part
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+            && part.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && part.chars().last().is_some_and(|c| c.is_ascii_alphanumeric())
+    };
+    if repository.len() > 255 || !repository.split('/').all(component) {
+        return Err(invalid(
+            "is not a repository on the registry (lowercase path components, no host), e.g. myorg/api:v1",
+        ));
+    }
+    Ok(ImageProbe {
+        repository: repository.to_owned(),
+        reference: reference.to_owned(),
+    })
+}
+
+/// The login (after the provider's exchange, for ECR), then the handshake.
+async fn live_test(
+    live: &LiveTests,
+    registry: &Registry,
+    credentials: &Credentials,
+    image: Option<&ImageProbe>,
+) -> LiveReport {
+    let started = std::time::Instant::now();
+    let answer = |outcome, message: String| LiveReport {
+        outcome,
+        message,
+        elapsed: started.elapsed(),
+        digest: None,
+    };
+    let login = match live.logins.login(registry, credentials, &registry.server).await {
+        Ok(login) => Some(login),
+        Err(LoginError::Public) => None,
+        Err(error @ LoginError::Refused { .. }) => return answer(LiveOutcome::Unauthorized, error.to_string()),
+        Err(error @ LoginError::Unavailable { .. }) => return answer(LiveOutcome::Unreachable, error.to_string()),
+        Err(error @ (LoginError::NeedsTokenExchange(_) | LoginError::WrongHost { .. })) => {
+            return answer(LiveOutcome::ProtocolError, error.to_string());
+        }
+    };
+    let server = login
+        .as_ref()
+        .map_or_else(|| registry.server.clone(), |l| l.server.clone());
+    // Docker Hub's API is not at its name.
+    let server = match server.as_str() {
+        "docker.io" | "index.docker.io" => "registry-1.docker.io".to_owned(),
+        _ => server,
+    };
+    let mut report = live.probe.probe(&server, login.as_ref(), image).await;
+    report.elapsed = started.elapsed();
+    report
 }
 
 fn etag_mismatch(id: &str) -> Error {

@@ -8,6 +8,10 @@
 //! Amazon's credential helper does; when a refresh fails and the cached token
 //! is still valid, the cached token is used (with a warning).
 
+pub mod probe;
+
+pub use probe::{Probe, ProbeSettings};
+
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};

@@ -36,6 +36,8 @@ pub struct Config {
     pub sync: SyncConfig,
     /// Amazon ECR token exchanges.
     pub ecr: EcrConfig,
+    /// Live connection tests (`TEST_MODE_LIVE`).
+    pub live_test: LiveTestConfig,
     /// Orchestrator targets by name, as `PrepareDeployment` names them.
     pub targets: BTreeMap<String, TargetConfig>,
 }
@@ -54,6 +56,7 @@ impl fmt::Debug for Config {
             .field("limits", &self.limits)
             .field("sync", &self.sync)
             .field("ecr", &self.ecr)
+            .field("live_test", &self.live_test)
             .field("targets", &self.targets)
             .finish()
     }
@@ -73,6 +76,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             sync: SyncConfig::default(),
             ecr: EcrConfig::default(),
+            live_test: LiveTestConfig::default(),
             targets: BTreeMap::new(),
         }
     }
@@ -244,6 +248,26 @@ pub struct EcrConfig {
     /// tests against a local AWS API implementation (moto) or an air-gapped
     /// mirror of the ECR API. Absent in production.
     pub endpoint_url: Option<String>,
+}
+
+/// Live connection tests: the registry v2 handshake from this server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LiveTestConfig {
+    /// Bounds one whole test (the handshake, the token, the manifest).
+    pub timeout_ms: u64,
+    /// A PEM file of certificate authorities trusted besides the system's,
+    /// for self-hosted registries.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for LiveTestConfig {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 10_000,
+            ca_file: None,
+        }
+    }
 }
 
 /// One orchestrator target.

@@ -23,10 +23,12 @@ use registry_core::sync::{SecretSync, SyncSettings, SyncTrigger};
 use registry_core::targets::{NamespaceTemplate, Target, TargetKind, Targets};
 use registry_core::usage::Replica;
 use registry_crypto::KeyRing;
-use registry_login::{LoginSettings, Logins};
+use registry_login::{LoginSettings, Logins, Probe, ProbeSettings};
 use registry_proto::v1::deploy_credential_service_server::DeployCredentialServiceServer;
 use registry_proto::v1::registry_service_server::RegistryServiceServer;
 use registry_store::SeaStore;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject as _;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -78,6 +80,8 @@ pub enum StartError {
     Reflection(String),
     #[error("target {name:?}: {reason}")]
     Target { name: String, reason: String },
+    #[error("live_test: {0}")]
+    LiveTest(String),
 }
 
 /// A started server.
@@ -198,12 +202,13 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     }
     let trigger = SyncTrigger::default();
     let keys: Arc<dyn Sealer> = Arc::new(keys);
-    let registries = Registries::new(Arc::new(store.clone()) as Arc<dyn RegistryStore>, Arc::clone(&keys))
-        .with_sync(trigger.clone());
-    let deploy_store: Arc<dyn DeployStore> = Arc::new(store.clone());
     let logins: Arc<dyn LoginProvider> = Arc::new(Logins::new(LoginSettings {
         ecr_endpoint_url: config.ecr.endpoint_url.clone(),
     }));
+    let registries = Registries::new(Arc::new(store.clone()) as Arc<dyn RegistryStore>, Arc::clone(&keys))
+        .with_sync(trigger.clone())
+        .with_live_tests(Arc::clone(&logins), Arc::new(probe(&config.live_test)?));
+    let deploy_store: Arc<dyn DeployStore> = Arc::new(store.clone());
     let deployments = Deployments::new(
         registries.clone(),
         Arc::clone(&deploy_store),
@@ -494,4 +499,28 @@ async fn targets(
         targets.push((name.clone(), target));
     }
     Ok((Targets::new(targets), clusters))
+}
+
+/// The live connection test's client: the system's certificate
+/// authorities and the configured extra ones.
+fn probe(config: &config::LiveTestConfig) -> Result<Probe, StartError> {
+    let mut extra_roots = Vec::new();
+    if let Some(path) = &config.ca_file {
+        let pem = std::fs::read(path).map_err(|e| StartError::LiveTest(format!("ca_file {}: {e}", path.display())))?;
+        for certificate in CertificateDer::pem_slice_iter(&pem) {
+            extra_roots
+                .push(certificate.map_err(|e| StartError::LiveTest(format!("ca_file {}: {e}", path.display())))?);
+        }
+        if extra_roots.is_empty() {
+            return Err(StartError::LiveTest(format!(
+                "ca_file {} holds no PEM certificate",
+                path.display()
+            )));
+        }
+    }
+    Probe::new(ProbeSettings {
+        deadline: Duration::from_millis(config.timeout_ms.max(1)),
+        extra_roots,
+    })
+    .map_err(|e| StartError::LiveTest(e.to_string()))
 }

@@ -329,16 +329,38 @@ async fn test_connection_answers_in_the_response() {
     let unknown = alice.test_saved("reg-doesnotexist").await.unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound);
 
-    let live = alice
-        .test(pb::TestRegistryConnectionRequest {
-            r#type: pb::RegistryType::Ghcr.into(),
-            credentials: Some(ghcr(TOKEN)),
-            mode: pb::TestMode::Live.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(live.code(), Code::Unimplemented);
+    // A live test is an answer, not an error: here a registry on a closed
+    // loopback port (tests never leave loopback).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let custom = |image: &str| pb::TestRegistryConnectionRequest {
+        r#type: pb::RegistryType::Custom.into(),
+        credentials: Some(pb::Credentials {
+            kind: Some(pb::credentials::Kind::Custom(pb::CustomCredentials {
+                url: format!("http://127.0.0.1:{port}"),
+                username: "bot".into(),
+                password: TOKEN.into(),
+            })),
+        }),
+        mode: pb::TestMode::Live.into(),
+        image: image.into(),
+        ..Default::default()
+    };
+    let live = alice.test(custom("myorg/api:v1")).await.unwrap();
+    assert!(!live.ok);
+    assert_eq!(live.mode(), pb::TestMode::Live);
+    let result = live.live.unwrap();
+    assert_eq!(result.outcome(), pb::LiveOutcome::Unreachable, "{result:?}");
+    assert!(!result.message.contains(TOKEN));
+    // A bad image is a bad request, named by its field.
+    let bad = alice.test(custom("MyOrg/API")).await.unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert_eq!(field_violations(&bad), ["image"]);
+    let mut structural = custom("myorg/api:v1");
+    structural.mode = pb::TestMode::Structural.into();
+    let bad = alice.test(structural).await.unwrap_err();
+    assert_eq!(field_violations(&bad), ["image"]);
 
     assert!(alice.test_inline(pb::RegistryType::Public, None).await.unwrap().ok);
 }
@@ -401,4 +423,71 @@ async fn health_and_reflection_are_served() {
             .await
             .is_err()
     );
+}
+
+/// Live Test Connection against the test bed's distribution registry
+/// (htpasswd, plain http on loopback), through the gRPC API.
+#[tokio::test]
+async fn live_tests_log_in_to_a_real_registry() {
+    let Some(registry) = registry_testkit::distribution::Distribution::from_env() else {
+        return;
+    };
+    let image = registry_testkit::require_service("the test image", "REGISTRY_TEST_IMAGE").unwrap();
+    let repository_tag = image
+        .strip_prefix(&format!("{}/", registry.address))
+        .unwrap()
+        .to_owned();
+    let repository = repository_tag.rsplit_once(':').unwrap().0.to_owned();
+    let server = TestServer::start().await;
+    let mut alice = server.caller("alice", "acme").await;
+    let credentials = |password: &str| pb::Credentials {
+        kind: Some(Kind::Custom(pb::CustomCredentials {
+            url: format!("http://{}", registry.address),
+            username: registry.user.clone(),
+            password: password.into(),
+        })),
+    };
+    let saved = alice
+        .create(
+            "test bed",
+            pb::RegistryType::Custom,
+            Some(credentials(&registry.password)),
+        )
+        .await
+        .unwrap();
+    let live =
+        |registry_id: &str, credentials: Option<pb::Credentials>, image: &str| pb::TestRegistryConnectionRequest {
+            registry_id: registry_id.into(),
+            r#type: if credentials.is_some() {
+                pb::RegistryType::Custom.into()
+            } else {
+                0
+            },
+            credentials,
+            mode: pb::TestMode::Live.into(),
+            image: image.into(),
+        };
+
+    let found = alice.test(live(&saved.id, None, &repository_tag)).await.unwrap();
+    assert!(found.ok, "{found:?}");
+    let result = found.live.unwrap();
+    assert_eq!(result.outcome(), pb::LiveOutcome::Ok, "{result:?}");
+    assert!(result.digest.starts_with("sha256:"), "{result:?}");
+
+    let missing = alice
+        .test(live(&saved.id, None, &format!("{repository}:no-such-tag")))
+        .await
+        .unwrap();
+    assert!(!missing.ok);
+    assert_eq!(missing.live.unwrap().outcome(), pb::LiveOutcome::NotFound);
+
+    let wrong = alice
+        .test(live("", Some(credentials("wrong-password-4711")), &repository_tag))
+        .await
+        .unwrap();
+    assert!(!wrong.ok);
+    assert!(!format!("{wrong:?}").contains(&registry.password));
+    let result = wrong.live.unwrap();
+    assert_eq!(result.outcome(), pb::LiveOutcome::Unauthorized, "{result:?}");
+    assert!(!result.message.contains("wrong-password-4711"), "{result:?}");
 }

@@ -51,3 +51,63 @@ pub trait LoginProvider: Send + Sync + fmt::Debug + 'static {
         host: &str,
     ) -> Result<DockerLogin, LoginError>;
 }
+
+/// The image a live test checks pull access to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageProbe {
+    /// The repository on the registry, e.g. `myorg/api`.
+    pub repository: String,
+    /// A tag, or a `sha256:` digest.
+    pub reference: String,
+}
+
+/// What a live connection test found. These are answers, not errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveOutcome {
+    Ok,
+    /// The registry refused the login.
+    Unauthorized,
+    /// Logged in, but not allowed to pull the image's repository.
+    NoAccess,
+    /// No such repository or tag.
+    NotFound,
+    /// DNS, connect or the deadline.
+    Unreachable,
+    /// The registry's certificate is not trusted, or TLS failed.
+    TlsError,
+    /// The registry's answers do not follow the registry v2 protocol.
+    ProtocolError,
+}
+
+impl LiveOutcome {
+    /// The name in audit details and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Unauthorized => "unauthorized",
+            Self::NoAccess => "no_access",
+            Self::NotFound => "not_found",
+            Self::Unreachable => "unreachable",
+            Self::TlsError => "tls_error",
+            Self::ProtocolError => "protocol_error",
+        }
+    }
+}
+
+/// The answer of a live test: its outcome, a short message without any
+/// secret, how long it took, and the manifest's digest when one was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveReport {
+    pub outcome: LiveOutcome,
+    pub message: String,
+    pub elapsed: std::time::Duration,
+    pub digest: Option<String>,
+}
+
+/// Logs in to a registry over the registry v2 protocol and, given an
+/// image, checks that its manifest can be pulled.
+#[async_trait]
+pub trait RegistryProbe: Send + Sync + fmt::Debug + 'static {
+    /// Tests `login` (`None`: anonymous) against `server` (`host[:port]`).
+    async fn probe(&self, server: &str, login: Option<&DockerLogin>, image: Option<&ImageProbe>) -> LiveReport;
+}
