@@ -10,6 +10,9 @@ use registry_core::login::DockerLogin;
 use registry_core::ports::login::{ImageProbe, LiveOutcome, LiveReport, RegistryProbe};
 use registry_login::{Probe, ProbeSettings};
 use registry_testkit::distribution::Distribution;
+use registry_testkit::token_registry::{TokenRegistry, TokenUser};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 
@@ -165,4 +168,81 @@ async fn a_server_that_is_not_a_registry_is_a_protocol_error() {
     task.abort();
     assert_outcome(&report, LiveOutcome::ProtocolError, "p4ssw0rd");
     assert!(report.message.contains("404"), "{report:?}");
+}
+
+fn token_users() -> Vec<TokenUser> {
+    vec![TokenUser {
+        name: "alice".into(),
+        password: "alice-s3cret".into(),
+        pulls: vec!["myorg/".into()],
+    }]
+}
+
+/// The Bearer flow against a real registry with token auth: the token
+/// grants only the repositories the account may pull.
+#[tokio::test]
+async fn a_token_auth_registry_answers_each_outcome() {
+    let Some(registry) = TokenRegistry::start(token_users(), false).await else {
+        return;
+    };
+    let digest = registry.push_image("myorg/app", "1").unwrap();
+    registry.push_image("secret/app", "1").unwrap();
+    let probe = probe(Duration::from_secs(10));
+    let alice = login(&registry.address, "alice", "alice-s3cret");
+
+    let report = probe.probe(&registry.address, Some(&alice), None).await;
+    assert_outcome(&report, LiveOutcome::Ok, "alice-s3cret");
+
+    let report = probe
+        .probe(&registry.address, Some(&alice), Some(&image("myorg/app", "1")))
+        .await;
+    assert_outcome(&report, LiveOutcome::Ok, "alice-s3cret");
+    assert_eq!(report.digest.as_deref(), Some(digest.as_str()));
+
+    let report = probe
+        .probe(&registry.address, Some(&alice), Some(&image("secret/app", "1")))
+        .await;
+    assert_outcome(&report, LiveOutcome::NoAccess, "alice-s3cret");
+
+    let report = probe
+        .probe(
+            &registry.address,
+            Some(&alice),
+            Some(&image("myorg/app", "no-such-tag")),
+        )
+        .await;
+    assert_outcome(&report, LiveOutcome::NotFound, "alice-s3cret");
+
+    let wrong = login(&registry.address, "alice", "wrong-4711");
+    let report = probe
+        .probe(&registry.address, Some(&wrong), Some(&image("myorg/app", "1")))
+        .await;
+    assert_outcome(&report, LiveOutcome::Unauthorized, "wrong-4711");
+}
+
+/// A registry over TLS with a certificate of a test CA: not trusted by
+/// default, trusted with the CA as an extra root.
+#[tokio::test]
+async fn a_tls_registry_needs_its_ca() {
+    let Some(registry) = TokenRegistry::start(token_users(), true).await else {
+        return;
+    };
+    let alice = login(&registry.address, "alice", "alice-s3cret");
+
+    let report = probe(Duration::from_secs(10))
+        .probe(&registry.address, Some(&alice), None)
+        .await;
+    assert_outcome(&report, LiveOutcome::TlsError, "alice-s3cret");
+
+    let ca = registry.ca_pem.clone().unwrap();
+    let roots = CertificateDer::pem_slice_iter(ca.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let trusting = Probe::new(ProbeSettings {
+        deadline: Duration::from_secs(10),
+        extra_roots: roots,
+    })
+    .unwrap();
+    let report = trusting.probe(&registry.address, Some(&alice), None).await;
+    assert_outcome(&report, LiveOutcome::Ok, "alice-s3cret");
 }

@@ -5,12 +5,15 @@
 //! - [`postgres_database`] — a fresh PostgreSQL database per test;
 //! - [`kube_api`] — a simulated Kubernetes API server ([`kube_api::KubeSim`])
 //!   with real REST semantics, and a kube-rs client pointed at it;
-//! - [`distribution`] — the test bed registry's htpasswd file.
+//! - [`distribution`] — the test bed registry's htpasswd file;
+//! - [`token_registry`] — a distribution registry with token auth (and
+//!   optionally TLS from a test CA), started by the test.
 
 use sea_orm::{ConnectionTrait, Database};
 
 pub mod distribution;
 pub mod kube_api;
+pub mod token_registry;
 
 /// The variable the test script sets to the admin URL of the PostgreSQL it
 /// started (`postgres://postgres@127.0.0.1:PORT/postgres`).
