@@ -57,6 +57,7 @@ pub fn credentials_from_proto(credentials: Option<pb::Credentials>) -> Option<Cr
             access_key_id: secret(c.access_key_id),
             secret_access_key: secret(c.secret_access_key),
             region: c.region,
+            session_token: Some(c.session_token).filter(|t| !t.is_empty()).map(SecretString::from),
         },
         Kind::Acr(c) => Credentials::Acr {
             login_server: c.login_server,
@@ -117,13 +118,13 @@ pub fn registry_to_proto(registry: Registry) -> pb::Registry {
     }
 }
 
-fn field_to_proto(field: &FieldSpec) -> pb::CredentialField {
+fn field_to_proto(field: &FieldSpec, required: bool) -> pb::CredentialField {
     pb::CredentialField {
         name: field.name.to_owned(),
         json_name: field.json_name.to_owned(),
         label: field.label.to_owned(),
         secret: field.secret,
-        required: true,
+        required,
         help: field.help.to_owned(),
         multiline: field.multiline,
     }
@@ -138,7 +139,9 @@ pub fn registry_types() -> Vec<pb::RegistryTypeInfo> {
             key: kind.key().to_owned(),
             label: kind.label().to_owned(),
             default_server: kind.default_server().unwrap_or_default().to_owned(),
-            fields: kind.fields().iter().map(field_to_proto).collect(),
+            fields: (kind.fields().iter().map(|f| field_to_proto(f, true)))
+                .chain(kind.optional_fields().iter().map(|f| field_to_proto(f, false)))
+                .collect(),
         })
         .collect()
 }
@@ -167,9 +170,12 @@ mod tests {
             keys,
             ["GHCR", "Docker", "ECR", "ACR", "GCR", "GAR", "Quay", "Custom", "Public"]
         );
+        // The guide's three required fields, then the optional session
+        // token of temporary keys.
         let ecr = &types[2];
-        assert_eq!(ecr.fields.len(), 3);
-        assert!(ecr.fields.iter().all(|f| f.required));
+        assert_eq!(ecr.fields.len(), 4);
+        assert!(ecr.fields[..3].iter().all(|f| f.required));
         assert!(ecr.fields[1].secret && !ecr.fields[2].secret);
+        assert!(ecr.fields[3].name == "session_token" && ecr.fields[3].secret && !ecr.fields[3].required);
     }
 }

@@ -24,6 +24,9 @@ pub enum Credentials {
         access_key_id: SecretString,
         secret_access_key: SecretString,
         region: String,
+        /// The session token of temporary (`ASIA…`) keys.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session_token: Option<SecretString>,
     },
     Acr {
         login_server: String,
@@ -66,6 +69,8 @@ enum Exposed<'a> {
         access_key_id: &'a str,
         secret_access_key: &'a str,
         region: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        session_token: Option<&'a str>,
     },
     Acr {
         login_server: &'a str,
@@ -130,10 +135,12 @@ impl Credentials {
                 access_key_id,
                 secret_access_key,
                 region,
+                session_token,
             } => Exposed::Ecr {
                 access_key_id: access_key_id.expose_secret(),
                 secret_access_key: secret_access_key.expose_secret(),
                 region,
+                session_token: session_token.as_ref().map(ExposeSecret::expose_secret),
             },
             Self::Acr {
                 login_server,
@@ -230,11 +237,16 @@ impl Credentials {
                 access_key_id,
                 secret_access_key,
                 region,
-            } => vec![
-                secret("access_key_id", access_key_id),
-                secret("secret_access_key", secret_access_key),
-                plain("region", region),
-            ],
+                session_token,
+            } => {
+                let mut hints = vec![
+                    secret("access_key_id", access_key_id),
+                    secret("secret_access_key", secret_access_key),
+                    plain("region", region),
+                ];
+                hints.extend(session_token.as_ref().map(|token| secret("session_token", token)));
+                hints
+            }
             Self::Acr {
                 login_server,
                 username,
@@ -350,6 +362,7 @@ mod tests {
             access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
             secret_access_key: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
             region: "us-east-1".into(),
+            session_token: None,
         };
         assert_eq!(ecr.server(), "*.dkr.ecr.us-east-1.amazonaws.com");
         let custom = Credentials::Custom {

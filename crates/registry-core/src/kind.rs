@@ -126,6 +126,21 @@ impl RegistryKind {
         }
     }
 
+    /// The optional credential fields, after the required ones on the form.
+    pub fn optional_fields(self) -> &'static [FieldSpec] {
+        const ECR: &[FieldSpec] = &[field(
+            "session_token",
+            "sessionToken",
+            "Session token",
+            true,
+            "the session token of temporary (ASIA) keys; empty for an IAM user's (AKIA) keys",
+        )];
+        match self {
+            Self::Ecr => ECR,
+            _ => &[],
+        }
+    }
+
     /// The required credential fields, in form order (the guide's table).
     pub fn fields(self) -> &'static [FieldSpec] {
         const GHCR: &[FieldSpec] = &[

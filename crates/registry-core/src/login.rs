@@ -224,6 +224,7 @@ mod tests {
             access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
             secret_access_key: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
             region: "us-east-1".into(),
+            session_token: None,
         };
         assert_eq!(
             DockerLogin::from_credentials(&ecr, "123456789012.dkr.ecr.us-east-1.amazonaws.com").unwrap_err(),
@@ -255,6 +256,7 @@ mod tests {
             access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
             secret_access_key: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
             region: "us-east-1".into(),
+            session_token: None,
         };
         assert_eq!(
             StaticLogins

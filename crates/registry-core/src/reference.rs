@@ -1194,6 +1194,7 @@ mod tests {
             access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
             secret_access_key: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
             region: "us-east-1".into(),
+            session_token: None,
         };
         let custom = Credentials::Custom {
             url: "https://Registry.Example.com:5443/".into(),

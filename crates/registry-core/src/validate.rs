@@ -44,6 +44,7 @@ pub fn credentials(credentials: &Credentials) -> Vec<FieldViolation> {
             access_key_id,
             secret_access_key,
             region,
+            session_token,
         } => {
             violations.check("access_key_id", ecr::access_key_id(access_key_id.expose_secret()));
             violations.check(
@@ -51,6 +52,13 @@ pub fn credentials(credentials: &Credentials) -> Vec<FieldViolation> {
                 ecr::secret_access_key(secret_access_key.expose_secret()),
             );
             violations.check("region", ecr::region(region));
+            violations.check(
+                "session_token",
+                ecr::session_token(
+                    access_key_id.expose_secret(),
+                    session_token.as_ref().map(ExposeSecret::expose_secret),
+                ),
+            );
         }
         Credentials::Acr {
             login_server,
@@ -310,6 +318,22 @@ mod ecr {
             |c| c.is_ascii_uppercase() || c.is_ascii_digit(),
             "must be AKIA or ASIA followed by 16 upper-case letters or digits",
         )
+    }
+
+    /// Temporary (`ASIA`) keys work only with their session token; an IAM
+    /// user's (`AKIA`) keys have none.
+    pub(super) fn session_token(key_id: &str, token: Option<&str>) -> Check {
+        match (key_id.starts_with("ASIA"), token) {
+            (true, None) => Err("is required with temporary (ASIA) access keys".into()),
+            (false, Some(_)) => Err("must be empty with an IAM user's (AKIA) access keys".into()),
+            (true, Some(token)) => shaped(
+                token,
+                16..=4096,
+                |c| c.is_ascii_alphanumeric() || matches!(c, '/' | '+' | '='),
+                "must be the base64 session token AWS issued with the keys",
+            ),
+            (false, None) => Ok(()),
+        }
     }
 
     pub(super) fn secret_access_key(key: &str) -> Check {

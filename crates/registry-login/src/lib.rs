@@ -55,6 +55,15 @@ pub struct LoginSettings {
     pub ecr_endpoint_url: Option<String>,
 }
 
+/// A registry's AWS keys: an IAM user's, or temporary ones with their
+/// session token.
+#[derive(Clone, Copy)]
+struct EcrKeys<'a> {
+    access_key_id: &'a SecretString,
+    secret_access_key: &'a SecretString,
+    session_token: Option<&'a SecretString>,
+}
+
 /// A cached ECR login and when it was fetched.
 #[derive(Clone)]
 struct Cached {
@@ -131,8 +140,7 @@ impl Logins {
     async fn ecr_login(
         &self,
         registry: &Registry,
-        access_key_id: &SecretString,
-        secret_access_key: &SecretString,
+        keys: EcrKeys<'_>,
         region: &str,
         host: &str,
     ) -> Result<DockerLogin, LoginError> {
@@ -149,10 +157,7 @@ impl Logins {
         let now = Timestamp::now();
         let login = match cached.as_ref() {
             Some(entry) if entry.fresh(now) => entry.login.clone(),
-            _ => match self
-                .get_authorization_token(registry, access_key_id, secret_access_key, region)
-                .await
-            {
+            _ => match self.get_authorization_token(registry, keys, region).await {
                 Ok(login) => {
                     *cached = Some(Cached {
                         login: login.clone(),
@@ -179,14 +184,13 @@ impl Logins {
     async fn get_authorization_token(
         &self,
         registry: &Registry,
-        access_key_id: &SecretString,
-        secret_access_key: &SecretString,
+        keys: EcrKeys<'_>,
         region: &str,
     ) -> Result<DockerLogin, LoginError> {
         let keys = aws_sdk_ecr::config::Credentials::new(
-            access_key_id.expose_secret(),
-            secret_access_key.expose_secret(),
-            None,
+            keys.access_key_id.expose_secret(),
+            keys.secret_access_key.expose_secret(),
+            keys.session_token.map(|token| token.expose_secret().to_owned()),
             None,
             "registry-login",
         );
@@ -252,9 +256,14 @@ impl LoginProvider for Logins {
                 access_key_id,
                 secret_access_key,
                 region,
+                session_token,
             } => {
-                self.ecr_login(registry, access_key_id, secret_access_key, region, host)
-                    .await
+                let keys = EcrKeys {
+                    access_key_id,
+                    secret_access_key,
+                    session_token: session_token.as_ref(),
+                };
+                self.ecr_login(registry, keys, region, host).await
             }
             _ => StaticLogins.login(registry, credentials, host).await,
         }

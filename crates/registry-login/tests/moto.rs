@@ -40,6 +40,7 @@ fn keys() -> Credentials {
         access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
         secret_access_key: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
         region: "us-east-1".into(),
+        session_token: None,
     }
 }
 

@@ -93,10 +93,25 @@ impl TestServer {
 
     /// Stops the server and starts it again with the same configuration
     /// and data (SQLite serves one process at a time, so never both at once).
+    ///
+    /// A sync pass stopped mid-rotation can leave its claim or commit task
+    /// finishing on the runtime for a moment, holding the store (and with it
+    /// SQLite's process lock); a new process would not see that, so the
+    /// restart waits (at most 5 s) for the lock to be released.
     pub async fn restart(self) -> Result<Self, StartError> {
         let config = self.config.clone();
         let dir = self.stop().await;
-        let mut server = Self::start_with(config).await?;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut server = loop {
+            match Self::start_with(config.clone()).await {
+                Err(StartError::Store(registry_store::OpenError::Locked(_)))
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                started => break started?,
+            }
+        };
         server._dir = dir;
         Ok(server)
     }

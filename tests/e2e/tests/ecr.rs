@@ -28,6 +28,7 @@ fn ecr() -> pb::Credentials {
             access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
             secret_access_key: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
             region: "us-east-1".into(),
+            ..Default::default()
         })),
     }
 }

@@ -28,6 +28,7 @@ fn ecr() -> pb::Credentials {
             access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
             secret_access_key: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
             region: "us-east-1".into(),
+            ..Default::default()
         })),
     }
 }
@@ -226,6 +227,7 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
             access_key_id: "AKIA123".into(),
             secret_access_key: "short".into(),
             region: "moon-1".into(),
+            ..Default::default()
         })),
     };
     let mut unknown_type = draft("x", pb::RegistryType::Ghcr, Some(ghcr(TOKEN)));

@@ -47,6 +47,7 @@ fn registries() -> Vec<pb::CreateRegistryRequest> {
                 access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
                 secret_access_key: ECR_SECRET.into(),
                 region: "us-east-1".into(),
+                ..Default::default()
             }),
         ),
         registry(
