@@ -14,7 +14,7 @@ use crate::ports::login::{ImageProbe, LiveOutcome, LiveReport, LoginError, Login
 use crate::ports::sealer::{SealContext, Sealer};
 use crate::ports::store::{Inserted, ListQuery, RegistryStore, StoreError, WriteOutcome};
 use crate::principal::{Principal, Role};
-use crate::registry::{Registry, RegistryId, StoredRegistry, Timestamp, new_etag};
+use crate::registry::{Registry, RegistryId, StoredRegistry, Timestamp, UNSAVED_REVISION, new_etag};
 use crate::sync::SyncTrigger;
 use crate::validate;
 
@@ -392,14 +392,16 @@ impl Registries {
             Some(image) => Some(image_probe(image)?),
             None => None,
         };
-        let (registry, credentials, mut outcome) = match subject {
+        // The registry tested, and its id when it is a saved one.
+        let (registry, saved_id, credentials, mut outcome) = match subject {
             TestSubject::Saved(id) => {
                 let stored = self.load(principal, &id).await?;
                 let credentials = self.open(&stored)?;
                 let kind = stored.registry.kind;
                 let violations = prefixed(validate::credentials(&credentials), &credential_prefix("", kind));
                 let outcome = outcome(violations, &credentials);
-                (Some(stored.registry), credentials, outcome)
+                let id = stored.registry.id.clone();
+                (Some(stored.registry), Some(id), credentials, outcome)
             }
             TestSubject::Inline { kind, credentials } => {
                 let Some(kind) = kind else {
@@ -411,12 +413,15 @@ impl Registries {
                 match check_draft("", Some(kind), credentials.as_ref()) {
                     Ok((kind, credentials)) => {
                         let outcome = outcome(Vec::new(), &credentials);
-                        // The exchanges key their caches by registry: an
-                        // unsaved draft gets an id of its own.
                         let draft = draft_registry(principal, kind, &credentials);
-                        (Some(draft), credentials, outcome)
+                        (Some(draft), None, credentials, outcome)
                     }
-                    Err(violations) => (None, Credentials::Public, outcome(violations, &Credentials::Public)),
+                    Err(violations) => (
+                        None,
+                        None,
+                        Credentials::Public,
+                        outcome(violations, &Credentials::Public),
+                    ),
                 }
             }
         };
@@ -425,7 +430,6 @@ impl Registries {
             outcome.ok = report.outcome == LiveOutcome::Ok;
             outcome.live = Some(report);
         }
-        let saved_id = registry.filter(|r| r.created_by != DRAFT_CREATOR).map(|r| r.id);
         let result = if outcome.ok {
             AuditOutcome::Ok
         } else {
@@ -498,10 +502,8 @@ fn outcome(violations: Vec<FieldViolation>, credentials: &Credentials) -> TestOu
     }
 }
 
-/// The creator of the registry that stands for unsaved credentials.
-const DRAFT_CREATOR: &str = "";
-
-/// A registry standing for unsaved credentials in a live test.
+/// A registry standing for unsaved credentials in a live test: an id of
+/// its own, and the revision under which nothing is cached.
 fn draft_registry(principal: &Principal, kind: RegistryKind, credentials: &Credentials) -> Registry {
     let now = Timestamp::now();
     Registry {
@@ -511,11 +513,11 @@ fn draft_registry(principal: &Principal, kind: RegistryKind, credentials: &Crede
         kind,
         server: credentials.server(),
         hints: credentials.hints(),
-        created_by: DRAFT_CREATOR.into(),
+        created_by: principal.subject.clone(),
         created_at: now,
         updated_at: now,
         etag: String::new(),
-        credential_revision: 0,
+        credential_revision: UNSAVED_REVISION,
     }
 }
 

@@ -105,8 +105,14 @@ pub struct Registry {
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub etag: String,
+    /// Starts at 1 when saved and rises with every rotation;
+    /// [`UNSAVED_REVISION`] for credentials that are not saved.
     pub credential_revision: i64,
 }
+
+/// The credential revision of credentials that are not saved (a live test
+/// of the form's draft): nothing is cached under it.
+pub const UNSAVED_REVISION: i64 = 0;
 
 /// A registry with its sealed credentials, as the store keeps it.
 #[derive(Clone, PartialEq, Eq)]

@@ -24,6 +24,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use registry_core::login::{DockerLogin, StaticLogins};
 use registry_core::ports::login::{LoginError, LoginProvider};
+use registry_core::registry::UNSAVED_REVISION;
 use registry_core::{Credentials, Registry, RegistryId, Timestamp, reference};
 use secrecy::{ExposeSecret as _, SecretString};
 use zeroize::Zeroizing;
@@ -151,6 +152,11 @@ impl Logins {
                 host: host.to_owned(),
                 detail: format!("its ECR credentials are for region {region} ({wildcard})"),
             });
+        }
+        if registry.credential_revision == UNSAVED_REVISION {
+            // A draft's keys: exchanged once, never cached.
+            let login = self.get_authorization_token(registry, keys, region).await?;
+            return Ok(for_host(login, host));
         }
         let slot = self.slot(registry);
         let mut cached = slot.lock().await;

@@ -5,12 +5,13 @@
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use registry_core::ports::login::{LoginError, LoginProvider};
-use registry_core::{Credentials, Registry, RegistryId, RegistryKind, Timestamp};
+use registry_core::{Credentials, Registry, Timestamp};
 use registry_login::{LoginSettings, Logins};
 use secrecy::ExposeSecret as _;
 
-/// moto's default account, the one its proxyEndpoint names.
-const ACCOUNT_HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+mod common;
+
+use common::ACCOUNT_HOST;
 
 fn logins() -> Option<Logins> {
     let url = registry_testkit::require_service("moto", "REGISTRY_TEST_MOTO_URL")?;
@@ -20,28 +21,11 @@ fn logins() -> Option<Logins> {
 }
 
 fn registry(revision: i64) -> Registry {
-    Registry {
-        id: RegistryId::parse("reg-ecrtest").unwrap(),
-        organization: "acme".into(),
-        name: "Production ECR".into(),
-        kind: RegistryKind::Ecr,
-        server: "*.dkr.ecr.us-east-1.amazonaws.com".into(),
-        hints: Vec::new(),
-        created_by: "alice".into(),
-        created_at: Timestamp::now(),
-        updated_at: Timestamp::now(),
-        etag: "e".into(),
-        credential_revision: revision,
-    }
+    common::ecr_registry("reg-ecrtest", revision)
 }
 
 fn keys() -> Credentials {
-    Credentials::Ecr {
-        access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
-        secret_access_key: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
-        region: "us-east-1".into(),
-        session_token: None,
-    }
+    common::ecr_keys("AKIAIOSFODNN7EXAMPLE", None)
 }
 
 #[tokio::test]

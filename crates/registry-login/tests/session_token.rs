@@ -7,14 +7,16 @@
 
 use std::sync::{Arc, Mutex};
 
+use registry_core::Timestamp;
 use registry_core::ports::login::LoginProvider;
-use registry_core::{Credentials, Registry, RegistryId, RegistryKind, Timestamp};
 use registry_login::{LoginSettings, Logins};
 use secrecy::ExposeSecret as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 
-const HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+mod common;
+
+const HOST: &str = common::ACCOUNT_HOST;
 const SESSION_TOKEN: &str = "IQoJb3JpZ2luX2VjEJr//////////wEaCXVzLWVhc3QtMSJHMEUCIQ";
 
 /// An ECR API endpoint answering every call with one authorization token;
@@ -60,31 +62,6 @@ async fn ecr_endpoint() -> (String, Arc<Mutex<Vec<String>>>) {
     (url, seen)
 }
 
-fn registry() -> Registry {
-    Registry {
-        id: RegistryId::parse("reg-sessiontest").unwrap(),
-        organization: "acme".into(),
-        name: "Temporary ECR".into(),
-        kind: RegistryKind::Ecr,
-        server: "*.dkr.ecr.us-east-1.amazonaws.com".into(),
-        hints: Vec::new(),
-        created_by: "alice".into(),
-        created_at: Timestamp::now(),
-        updated_at: Timestamp::now(),
-        etag: "e".into(),
-        credential_revision: 1,
-    }
-}
-
-fn keys(access_key_id: &str, session_token: Option<&str>) -> Credentials {
-    Credentials::Ecr {
-        access_key_id: access_key_id.into(),
-        secret_access_key: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
-        region: "us-east-1".into(),
-        session_token: session_token.map(Into::into),
-    }
-}
-
 #[tokio::test]
 async fn temporary_keys_send_their_session_token() {
     let (url, seen) = ecr_endpoint().await;
@@ -92,7 +69,11 @@ async fn temporary_keys_send_their_session_token() {
         ecr_endpoint_url: Some(url),
     });
     let login = logins
-        .login(&registry(), &keys("ASIAIOSFODNN7EXAMPLE", Some(SESSION_TOKEN)), HOST)
+        .login(
+            &common::ecr_registry("reg-sessiontest", 1),
+            &common::ecr_keys("ASIAIOSFODNN7EXAMPLE", Some(SESSION_TOKEN)),
+            HOST,
+        )
         .await
         .unwrap();
     assert_eq!(login.username, "AWS");
@@ -114,10 +95,35 @@ async fn an_iam_users_keys_send_no_session_token() {
         ecr_endpoint_url: Some(url),
     });
     logins
-        .login(&registry(), &keys("AKIAIOSFODNN7EXAMPLE", None), HOST)
+        .login(
+            &common::ecr_registry("reg-sessiontest", 1),
+            &common::ecr_keys("AKIAIOSFODNN7EXAMPLE", None),
+            HOST,
+        )
         .await
         .unwrap();
     let request = seen.lock().unwrap().pop().unwrap().to_ascii_lowercase();
     assert!(request.contains("credential=akiaiosfodnn7example/"), "{request}");
     assert!(!request.contains("x-amz-security-token"), "{request}");
+}
+
+/// A live test of unsaved keys exchanges them each time and caches nothing
+/// (each draft has an id of its own); saved keys are exchanged once.
+#[tokio::test]
+async fn unsaved_keys_are_never_cached() {
+    let (url, seen) = ecr_endpoint().await;
+    let logins = Logins::new(LoginSettings {
+        ecr_endpoint_url: Some(url),
+    });
+    let keys = common::ecr_keys("AKIAIOSFODNN7EXAMPLE", None);
+    let draft = common::ecr_registry("reg-draft", registry_core::registry::UNSAVED_REVISION);
+    for _ in 0..2 {
+        logins.login(&draft, &keys, HOST).await.unwrap();
+    }
+    assert_eq!(seen.lock().unwrap().len(), 2);
+    let saved = common::ecr_registry("reg-saved", 1);
+    for _ in 0..2 {
+        logins.login(&saved, &keys, HOST).await.unwrap();
+    }
+    assert_eq!(seen.lock().unwrap().len(), 3);
 }

@@ -89,42 +89,12 @@ impl Distribution {
     }
 
     /// One request to the registry's HTTP API with the script user's Basic
-    /// auth (HTTP/1.0 over loopback, so the answer ends with the connection).
+    /// auth.
     pub fn http(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> io::Result<HttpResponse> {
-        let mut stream = TcpStream::connect(&self.address)?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let basic = STANDARD.encode(format!("{}:{}", self.user, self.password));
-        let mut request = format!(
-            "{method} {path} HTTP/1.0\r\nHost: {}\r\nAuthorization: Basic {basic}\r\nContent-Length: {}\r\n",
-            self.address,
-            body.len()
-        );
-        for (name, value) in headers {
-            request.push_str(&format!("{name}: {value}\r\n"));
-        }
-        request.push_str("\r\n");
-        stream.write_all(request.as_bytes())?;
-        stream.write_all(body)?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw)?;
-        let bad = || io::Error::other(format!("{method} {path}: not an HTTP response"));
-        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(bad)?;
-        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-        let mut lines = head.split("\r\n");
-        let status = lines
-            .next()
-            .and_then(|l| l.split(' ').nth(1))
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(bad)?;
-        let headers = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
-        Ok(HttpResponse {
-            status,
-            headers,
-            body: raw[split + 4..].to_vec(),
-        })
+        let basic = format!("Basic {}", STANDARD.encode(format!("{}:{}", self.user, self.password)));
+        let mut all = vec![("Authorization", basic.as_str())];
+        all.extend_from_slice(headers);
+        http_request(&self.address, method, path, &all, body)
     }
 
     /// Copies `source@digest` to `target:1` inside the registry: blob mounts,
@@ -162,4 +132,47 @@ impl Distribution {
         }
         Ok(())
     }
+}
+
+/// One HTTP/1.0 request over loopback (the answer ends with the
+/// connection), for the test registries' HTTP APIs.
+pub(crate) fn http_request(
+    address: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<HttpResponse> {
+    let mut stream = TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {address}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes())?;
+    stream.write_all(body)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let bad = || io::Error::other(format!("{method} {path}: not an HTTP response"));
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(bad)?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(bad)?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok(HttpResponse {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    })
 }

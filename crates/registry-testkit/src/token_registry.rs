@@ -6,7 +6,7 @@
 //! Optionally served over TLS with a certificate of a test CA.
 
 use std::collections::HashMap;
-use std::io::{self, Read as _, Write as _};
+use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -20,6 +20,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use serde_json::json;
+
+use crate::distribution::http_request;
 
 /// Where the test script's packages put the registry.
 const REGISTRY_BINARY: &str = "/usr/bin/docker-registry";
@@ -233,7 +235,8 @@ impl TokenRegistry {
         let blob = |bytes: &[u8]| -> io::Result<(String, usize)> {
             let digest = sha256(bytes);
             let path = format!("/v2/{repository}/blobs/uploads/");
-            let (status, headers) = http(&self.address, "POST", &path, &[("Authorization", &auth)], b"")?;
+            let answer = http_request(&self.address, "POST", &path, &[("Authorization", &auth)], b"")?;
+            let (status, headers) = (answer.status, answer.headers);
             let location = headers
                 .get("location")
                 .filter(|_| status == 202)
@@ -244,7 +247,7 @@ impl TokenRegistry {
                 .map_or(location.as_str(), |(_, path)| path);
             let separator = if location.contains('?') { '&' } else { '?' };
             let put = format!("{location}{separator}digest={digest}");
-            let (status, _) = http(&self.address, "PUT", &put, &[("Authorization", &auth)], bytes)?;
+            let status = http_request(&self.address, "PUT", &put, &[("Authorization", &auth)], bytes)?.status;
             if status != 201 {
                 return Err(io::Error::other(format!("blob upload answered {status}")));
             }
@@ -260,7 +263,7 @@ impl TokenRegistry {
             "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": layer_size, "digest": layer}],
         })
         .to_string();
-        let (status, headers) = http(
+        let answer = http_request(
             &self.address,
             "PUT",
             &format!("/v2/{repository}/manifests/{tag}"),
@@ -270,10 +273,11 @@ impl TokenRegistry {
             ],
             manifest.as_bytes(),
         )?;
-        if status != 201 {
-            return Err(io::Error::other(format!("manifest upload answered {status}")));
+        if answer.status != 201 {
+            return Err(io::Error::other(format!("manifest upload answered {}", answer.status)));
         }
-        Ok(headers
+        Ok(answer
+            .headers
             .get("docker-content-digest")
             .cloned()
             .unwrap_or_else(|| sha256(manifest.as_bytes())))
@@ -295,41 +299,4 @@ fn sha256(bytes: &[u8]) -> String {
         "sha256:{}",
         hash.as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>()
     )
-}
-
-/// One HTTP/1.0 request over loopback; the status and lowercase headers.
-fn http(
-    address: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> io::Result<(u16, HashMap<String, String>)> {
-    let mut stream = TcpStream::connect(address)?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut request = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {address}\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes())?;
-    stream.write_all(body)?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let head = text.split("\r\n\r\n").next().unwrap_or_default();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::other(format!("{method} {path}: not an HTTP response")))?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Ok((status, headers))
 }
