@@ -1027,3 +1027,52 @@ async fn concurrent_intents_of_one_container_are_an_upsert(store: SeaStore) {
     assert_eq!(usize::from(a.leased) + usize::from(b.leased), 1, "one writer at a time");
     assert_eq!(store.usages("acme", None, None, 10).await.unwrap().len(), 1);
 }
+
+/// PostgreSQL: a claim passes over rows another transaction holds (`FOR
+/// UPDATE SKIP LOCKED` inside the one claiming statement) instead of
+/// waiting for it or taking them; once released, they are claimed.
+#[tokio::test]
+async fn postgres_claims_skip_rows_another_transaction_holds() {
+    use sea_orm::{ConnectionTrait as _, TransactionTrait as _};
+
+    let Some(url) = registry_testkit::postgres_database().await else {
+        return;
+    };
+    let store = SeaStore::connect(&url).await.unwrap();
+    let r = registry("acme", "My GHCR");
+    insert(&store, &r).await;
+    for ns in ["env-a", "env-b", "env-c"] {
+        deploy(&store, &r, ns, ns).await;
+    }
+    rotate(&store, &r).await;
+
+    // Another replica's claim, held mid-transaction on env-a's row.
+    let held = store.connection().begin().await.unwrap();
+    held.execute_unprepared("SELECT 1 FROM pull_secrets WHERE namespace = 'env-a' FOR UPDATE")
+        .await
+        .unwrap();
+    let claimed = tokio::time::timeout(
+        Duration::from_secs(10),
+        store.claim_due(Timestamp::now(), &lease("one"), 10),
+    )
+    .await
+    .expect("a claim never waits for a held row")
+    .unwrap();
+    let mut namespaces: Vec<_> = claimed.iter().map(|row| row.namespace.as_str()).collect();
+    namespaces.sort_unstable();
+    assert_eq!(namespaces, ["env-b", "env-c"]);
+
+    held.rollback().await.unwrap();
+    let rest = store.claim_due(Timestamp::now(), &lease("two"), 10).await.unwrap();
+    assert_eq!(
+        rest.iter().map(|row| row.namespace.as_str()).collect::<Vec<_>>(),
+        ["env-a"]
+    );
+    assert!(
+        store
+            .claim_due(Timestamp::now(), &lease("three"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
