@@ -227,7 +227,13 @@ impl PullSecretApi for KubePullSecrets {
         registry_id: &RegistryId,
         generation: i64,
     ) -> Result<Deleted, TargetError> {
-        let mut seen = self.current(namespace, name).await?;
+        // The watched view may not have seen a Secret written a moment ago:
+        // its absence there is confirmed by a read before the Secret is
+        // taken for gone (and its row and the namespace's claim let go).
+        let mut seen = match self.cache.observe(namespace, name) {
+            present @ Observation::Present(_) => present,
+            Observation::Absent | Observation::Unknown => self.fetch(namespace, name).await?,
+        };
         for _ in 0..ATTEMPTS {
             let existing = match &seen {
                 Observation::Absent | Observation::Unknown => return Ok(Deleted::AlreadyGone),

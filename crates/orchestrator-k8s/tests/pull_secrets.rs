@@ -266,6 +266,25 @@ async fn deletes_are_conditional_and_leave_a_newer_generation_alone() {
 }
 
 #[tokio::test]
+async fn a_secret_the_watch_has_not_seen_yet_is_still_deleted() {
+    let sim = sim().await;
+    // The watch of Secrets lists (nothing) and then never hears of a
+    // change: its resumption is held for the whole test.
+    let _watch = sim.hold(RequestMatch::any().verb(Verb::Watch).resource("secrets"));
+    let watched = watching(&sim).await;
+    let id = registry_id();
+    let one = config("one");
+    api(&sim, ServiceAccounts::Leave)
+        .apply(secret(&id, 1, 1, &one))
+        .await
+        .unwrap();
+    assert!(matches!(watched.observe(NS, NAME), Observation::Absent));
+    // The view's "absent" is only a hint: the delete reads, and deletes.
+    assert_eq!(watched.delete(NS, NAME, &id, 1).await.unwrap(), Deleted::Removed);
+    assert!(sim.secret(NS, NAME).is_none());
+}
+
+#[tokio::test]
 async fn throttling_missing_namespaces_and_forbidden_ones_are_told_apart() {
     let sim = sim().await;
     let api = api(&sim, ServiceAccounts::Leave);

@@ -1,7 +1,8 @@
 //! The registry use cases: create, read, list, update (rename, rotate),
 //! delete and test, with authorization, validation, sealing and auditing.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -88,6 +89,56 @@ struct LiveTests {
     probe: Arc<dyn RegistryProbe>,
 }
 
+/// Credentials opened once per sealed blob: every hand-out of a registry
+/// would otherwise unwrap its data key and decrypt and parse its
+/// credentials again. An entry is used only for the very ciphertext it was
+/// opened from (a new seal, for a rotation or a new master key, has a new
+/// nonce), so it can never be older than what the caller loaded.
+#[derive(Default)]
+struct Opened {
+    by_registry: Mutex<OpenedMap>,
+}
+
+/// Each registry's last sealed blob and what it opened to.
+type OpenedMap = HashMap<RegistryId, (Vec<u8>, Arc<Credentials>)>;
+
+/// Beyond this many registries the cache starts over.
+const OPENED_CAPACITY: usize = 4096;
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened").finish_non_exhaustive()
+    }
+}
+
+impl Opened {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OpenedMap> {
+        self.by_registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn get(&self, stored: &StoredRegistry) -> Option<Arc<Credentials>> {
+        match self.lock().get(&stored.registry.id) {
+            Some((sealed, credentials)) if *sealed == stored.sealed_credentials => Some(Arc::clone(credentials)),
+            _ => None,
+        }
+    }
+
+    fn insert(&self, stored: &StoredRegistry, credentials: &Arc<Credentials>) {
+        let mut cache = self.lock();
+        if cache.len() >= OPENED_CAPACITY && !cache.contains_key(&stored.registry.id) {
+            cache.clear();
+        }
+        cache.insert(
+            stored.registry.id.clone(),
+            (stored.sealed_credentials.clone(), Arc::clone(credentials)),
+        );
+    }
+
+    fn forget(&self, id: &RegistryId) {
+        self.lock().remove(id);
+    }
+}
+
 /// The registry use cases over a store and a sealer.
 #[derive(Debug, Clone)]
 pub struct Registries {
@@ -95,6 +146,7 @@ pub struct Registries {
     sealer: Arc<dyn Sealer>,
     sync: SyncTrigger,
     live: Option<LiveTests>,
+    opened: Arc<Opened>,
 }
 
 impl Registries {
@@ -104,6 +156,7 @@ impl Registries {
             sealer,
             sync: SyncTrigger::default(),
             live: None,
+            opened: Arc::default(),
         }
     }
 
@@ -287,6 +340,8 @@ impl Registries {
                 Ok(WriteOutcome::Done(())) => {
                     tracing::info!(registry_id = %next.registry.id, revision = next.registry.credential_revision, "registry updated");
                     if patch.credentials.is_some() {
+                        // The old credentials leave this process's memory.
+                        self.opened.forget(&next.registry.id);
                         self.sync.wake();
                     }
                     return Ok(next.registry);
@@ -345,6 +400,7 @@ impl Registries {
                 .await?
             {
                 WriteOutcome::Done(()) => {
+                    self.opened.forget(&registry.id);
                     tracing::info!(registry_id = %registry.id, force, "registry deleted");
                     self.sync.wake();
                     return Ok(());
@@ -414,12 +470,12 @@ impl Registries {
                     Ok((kind, credentials)) => {
                         let outcome = outcome(Vec::new(), &credentials);
                         let draft = draft_registry(principal, kind, &credentials);
-                        (Some(draft), None, credentials, outcome)
+                        (Some(draft), None, Arc::new(credentials), outcome)
                     }
                     Err(violations) => (
                         None,
                         None,
-                        Credentials::Public,
+                        Arc::new(Credentials::Public),
                         outcome(violations, &Credentials::Public),
                     ),
                 }
@@ -471,7 +527,10 @@ impl Registries {
     }
 
     /// The plaintext credentials of a stored registry.
-    pub fn open(&self, stored: &StoredRegistry) -> Result<Credentials> {
+    pub fn open(&self, stored: &StoredRegistry) -> Result<Arc<Credentials>> {
+        if let Some(credentials) = self.opened.get(stored) {
+            return Ok(credentials);
+        }
         let registry = &stored.registry;
         let context = SealContext {
             registry_id: registry.id.as_str(),
@@ -485,7 +544,11 @@ impl Registries {
             .sealer
             .open(context, &stored.sealed_credentials)
             .map_err(|e| undecryptable(e.to_string()))?;
-        Credentials::from_plaintext(&plaintext).map_err(|_| undecryptable("plaintext is not credentials".into()))
+        let credentials = Credentials::from_plaintext(&plaintext)
+            .map_err(|_| undecryptable("plaintext is not credentials".into()))?;
+        let credentials = Arc::new(credentials);
+        self.opened.insert(stored, &credentials);
+        Ok(credentials)
     }
 }
 

@@ -114,6 +114,10 @@ impl SeaStore {
                 .acquire_timeout(Duration::from_secs(10))
                 .max_connections(max)
                 .min_connections(1)
+                // No ping before each use of a pooled connection: that is
+                // a second hand-off to the connection's thread per query,
+                // and the file cannot go away under an open connection.
+                .test_before_acquire(false)
                 // WAL: readers never wait for the writer; see SqliteSync
                 // for what an acknowledged commit (an audit event) survives.
                 .map_sqlx_sqlite_opts(move |o| {
@@ -160,7 +164,14 @@ impl SeaStore {
                 .connect_timeout(Duration::from_secs(10))
                 .acquire_timeout(Duration::from_secs(10))
                 .max_connections(max)
-                .min_connections(1);
+                .min_connections(1)
+                // No ping before each use of a pooled connection: that is a
+                // second round trip to the server per query. A connection
+                // the server dropped fails its next query, which answers
+                // UNAVAILABLE (a retry gets a fresh connection), and
+                // connections are recycled after max_lifetime anyway.
+                .test_before_acquire(false)
+                .max_lifetime(Duration::from_secs(30 * 60));
             options
         };
         // One session holds the advisory lock for the whole migration.
