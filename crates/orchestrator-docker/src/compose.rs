@@ -55,6 +55,7 @@ mod tests {
             url: "http://127.0.0.1:5000".into(),
             username: "deploy".into(),
             password: "p?>>?secret".into(),
+            ca_bundle: String::new(),
         };
         let login = DockerLogin::from_credentials(&creds, "127.0.0.1:5000").unwrap();
         let path = write_isolated_docker_config(&target, &login).unwrap();
@@ -69,6 +70,7 @@ mod tests {
             url: "http://127.0.0.1:5000".into(),
             username: "deploy".into(),
             password: "rotated".into(),
+            ca_bundle: String::new(),
         };
         let login = DockerLogin::from_credentials(&creds, "127.0.0.1:5000").unwrap();
         write_isolated_docker_config(&target, &login).unwrap();

@@ -79,6 +79,7 @@ pub fn credentials_from_proto(credentials: Option<pb::Credentials>) -> Option<Cr
             url: c.url,
             username: c.username,
             password: secret(c.password),
+            ca_bundle: c.ca_bundle,
         },
         Kind::Public(pb::PublicCredentials {}) => Credentials::Public,
     })

@@ -48,6 +48,10 @@ pub enum Credentials {
         url: String,
         username: String,
         password: SecretString,
+        /// PEM certificates trusted for this registry besides the system's
+        /// and the server's (a self-hosted registry's own CA); empty for none.
+        #[serde(default)]
+        ca_bundle: String,
     },
     Public,
 }
@@ -92,6 +96,8 @@ enum Exposed<'a> {
         url: &'a str,
         username: &'a str,
         password: &'a str,
+        #[serde(skip_serializing_if = "str::is_empty")]
+        ca_bundle: &'a str,
     },
     Public,
 }
@@ -169,10 +175,12 @@ impl Credentials {
                 url,
                 username,
                 password,
+                ca_bundle,
             } => Exposed::Custom {
                 url,
                 username,
                 password: password.expose_secret(),
+                ca_bundle,
             },
             Self::Public => Exposed::Public,
         };
@@ -185,6 +193,15 @@ impl Credentials {
     /// Reads credentials back from [`Credentials::to_plaintext`]'s output.
     pub fn from_plaintext(plaintext: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(plaintext)
+    }
+
+    /// The PEM certificates trusted for this registry besides the system's
+    /// and the server's; `None` when there are none.
+    pub fn ca_bundle(&self) -> Option<&str> {
+        match self {
+            Self::Custom { ca_bundle, .. } if !ca_bundle.is_empty() => Some(ca_bundle),
+            _ => None,
+        }
     }
 
     /// The registry host these credentials are for (empty for Public).
@@ -266,11 +283,23 @@ impl Credentials {
                 url,
                 username,
                 password,
-            } => vec![
-                plain("url", url),
-                plain("username", username),
-                secret("password", password),
-            ],
+                ca_bundle,
+            } => {
+                let mut hints = vec![
+                    plain("url", url),
+                    plain("username", username),
+                    secret("password", password),
+                ];
+                if !ca_bundle.is_empty() {
+                    let certificates = ca_bundle.matches("-----BEGIN CERTIFICATE-----").count();
+                    hints.push(CredentialHint {
+                        field: "ca_bundle".to_owned(),
+                        value: format!("{certificates} certificate(s)"),
+                        secret: false,
+                    });
+                }
+                hints
+            }
             Self::Public => Vec::new(),
         }
     }
@@ -369,6 +398,7 @@ mod tests {
             url: "https://Registry.Internal.example.com:5443/".into(),
             username: "deploy".into(),
             password: "secret".into(),
+            ca_bundle: String::new(),
         };
         assert_eq!(custom.server(), "registry.internal.example.com:5443");
         let gar = Credentials::Gar {

@@ -135,8 +135,20 @@ impl RegistryKind {
             true,
             "the session token of temporary (ASIA) keys; empty for an IAM user's (AKIA) keys",
         )];
+        const CUSTOM: &[FieldSpec] = &[FieldSpec {
+            multiline: true,
+            ..field(
+                "ca_bundle",
+                "caBundle",
+                "CA certificates",
+                false,
+                "PEM certificates of the registry's own certificate authority, trusted besides the system's; \
+                 empty for a registry with a publicly trusted certificate",
+            )
+        }];
         match self {
             Self::Ecr => ECR,
+            Self::Custom => CUSTOM,
             _ => &[],
         }
     }

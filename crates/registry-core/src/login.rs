@@ -199,6 +199,7 @@ mod tests {
             url: "http://127.0.0.1:5000".into(),
             username: "deploy".into(),
             password: "p?>>?secret".into(),
+            ca_bundle: String::new(),
         };
         let login = DockerLogin::from_credentials(&creds, "127.0.0.1:5000").unwrap();
         let header = login.registry_auth();

@@ -1200,6 +1200,7 @@ mod tests {
             url: "https://Registry.Example.com:5443/".into(),
             username: "deploy".into(),
             password: "secret".into(),
+            ca_bundle: String::new(),
         };
         let gcr = Credentials::Gcr {
             service_account_key: "{}".into(),

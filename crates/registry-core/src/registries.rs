@@ -664,7 +664,10 @@ async fn live_test(
         "docker.io" | "index.docker.io" => "registry-1.docker.io".to_owned(),
         _ => server,
     };
-    let mut report = live.probe.probe(&server, login.as_ref(), image).await;
+    let mut report = live
+        .probe
+        .probe_trusting(&server, login.as_ref(), image, credentials.ca_bundle())
+        .await;
     report.elapsed = started.elapsed();
     report
 }

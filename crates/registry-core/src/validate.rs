@@ -93,8 +93,10 @@ pub fn credentials(credentials: &Credentials) -> Vec<FieldViolation> {
             url,
             username,
             password,
+            ca_bundle,
         } => {
             violations.check_all("url", custom::url(url));
+            violations.check("ca_bundle", custom::ca_bundle(ca_bundle));
             violations.check("username", text(username, 1..=MAX_USERNAME));
             violations.check("password", text(password.expose_secret(), 1..=MAX_SECRET));
         }
@@ -689,6 +691,37 @@ mod custom {
             problems.push("must not have a fragment".into());
         }
         problems
+    }
+
+    /// The most a CA bundle may hold.
+    const MAX_CA_BUNDLE: usize = 256 * 1024;
+    const MAX_CERTIFICATES: usize = 100;
+
+    /// A CA bundle: empty, or PEM `CERTIFICATE` blocks each holding an X.509
+    /// certificate usable as a trust anchor.
+    pub(super) fn ca_bundle(pem: &str) -> super::Check {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject as _;
+
+        if pem.is_empty() {
+            return Ok(());
+        }
+        if pem.len() > MAX_CA_BUNDLE {
+            return Err(format!("must be at most {} KiB of PEM", MAX_CA_BUNDLE / 1024));
+        }
+        let mut count = 0;
+        for (n, certificate) in CertificateDer::pem_slice_iter(pem.as_bytes()).enumerate() {
+            let certificate =
+                certificate.map_err(|error| format!("certificate {} is not valid PEM ({error})", n + 1))?;
+            webpki::anchor_from_trusted_cert(&certificate)
+                .map_err(|error| format!("certificate {} is not an X.509 certificate ({error})", n + 1))?;
+            count += 1;
+        }
+        match count {
+            0 => Err("must hold PEM certificates (-----BEGIN CERTIFICATE-----), or be empty".into()),
+            n if n > MAX_CERTIFICATES => Err(format!("must hold at most {MAX_CERTIFICATES} certificates")),
+            _ => Ok(()),
+        }
     }
 
     fn is_loopback(url: &Url) -> bool {

@@ -92,6 +92,7 @@ fn custom(url: &str, username: &str, password: &str) -> Credentials {
         url: url.into(),
         username: username.into(),
         password: password.into(),
+        ca_bundle: String::new(),
     }
 }
 
@@ -990,5 +991,41 @@ fn registry_names_are_checked() {
         let violation = validate::registry_name(&name).unwrap_or_else(|| panic!("{case}: accepted"));
         assert_eq!(violation.field, "name", "{case}");
         assert!(violation.description.contains(needle), "{case}: {violation}");
+    }
+}
+
+fn custom_trusting(ca_bundle: &str) -> Credentials {
+    Credentials::Custom {
+        url: "https://registry.internal.example.com".into(),
+        username: "deploy".into(),
+        password: "secret".into(),
+        ca_bundle: ca_bundle.into(),
+    }
+}
+
+#[test]
+fn custom_accepts_a_ca_bundle_of_pem_certificates() {
+    let ca = include_str!("fixtures/registry-ca.pem");
+    assert_valid(&custom_trusting(ca));
+    assert_valid(&custom_trusting(&format!("# the internal CA\n{ca}\n{ca}")));
+    assert_eq!(custom_trusting(ca).ca_bundle(), Some(ca));
+    assert_eq!(custom_trusting("").ca_bundle(), None);
+}
+
+#[test]
+fn custom_rejects_a_ca_bundle_that_is_not_certificates() {
+    let ca = include_str!("fixtures/registry-ca.pem");
+    let not_der = "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n";
+    let truncated = &ca[..ca.len() / 2];
+    let key = "-----BEGIN PRIVATE KEY-----\naGVsbG8=\n-----END PRIVATE KEY-----\n";
+    for (case, bundle, needle) in [
+        ("plain text", "not a certificate", "must hold PEM certificates"),
+        ("a private key only", key, "must hold PEM certificates"),
+        ("not DER inside", not_der, "certificate 1 is not an X.509 certificate"),
+        ("truncated", truncated, "certificate 1 is not valid PEM"),
+        ("too large", &"x".repeat(256 * 1024 + 1), "at most 256 KiB"),
+        ("too many", &ca.repeat(101), "at most 100 certificates"),
+    ] {
+        assert_rejected_saying(case, &custom_trusting(bundle), "ca_bundle", needle);
     }
 }

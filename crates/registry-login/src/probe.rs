@@ -79,6 +79,9 @@ pub enum ProbeSetupError {
 #[derive(Clone)]
 pub struct Probe {
     client: reqwest::Client,
+    /// The authorities `client` trusts, for a client that trusts a
+    /// registry's own CA bundle as well.
+    roots: Arc<rustls::RootCertStore>,
     deadline: Duration,
 }
 
@@ -98,33 +101,71 @@ impl Probe {
         for root in settings.extra_roots {
             roots.add(root).map_err(|e| ProbeSetupError::Roots(e.to_string()))?;
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ProbeSetupError::Client(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .no_proxy()
-            // Redirects are followed by hand, to the hosts allowed.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("registry-credential-service/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ProbeSetupError::Client(e.to_string()))?;
         Ok(Self {
-            client,
+            client: client(roots.clone())?,
+            roots: Arc::new(roots),
             deadline: settings.deadline,
         })
     }
+
+    /// A client trusting a registry's `ca_bundle` besides [`Self::roots`].
+    fn trusting(&self, ca_bundle: &str) -> Result<reqwest::Client, String> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject as _;
+        let mut roots = (*self.roots).clone();
+        for certificate in CertificateDer::pem_slice_iter(ca_bundle.as_bytes()) {
+            let certificate = certificate.map_err(|e| format!("the registry's CA bundle is not valid PEM: {e}"))?;
+            roots
+                .add(certificate)
+                .map_err(|e| format!("the registry's CA bundle holds an unusable certificate: {e}"))?;
+        }
+        client(roots).map_err(|e| e.to_string())
+    }
+}
+
+/// The HTTP client of the test: rustls on ring, trusting `roots`, no proxy,
+/// no redirects of its own.
+fn client(roots: rustls::RootCertStore) -> Result<reqwest::Client, ProbeSetupError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ProbeSetupError::Client(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .no_proxy()
+        // Redirects are followed by hand, to the hosts allowed.
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("registry-credential-service/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| ProbeSetupError::Client(e.to_string()))
 }
 
 #[async_trait]
 impl RegistryProbe for Probe {
-    async fn probe(&self, server: &str, login: Option<&DockerLogin>, image: Option<&ImageProbe>) -> LiveReport {
+    async fn probe_trusting(
+        &self,
+        server: &str,
+        login: Option<&DockerLogin>,
+        image: Option<&ImageProbe>,
+        ca_bundle: Option<&str>,
+    ) -> LiveReport {
         let started = Instant::now();
+        let client = match ca_bundle.map(|pem| self.trusting(pem)) {
+            None => self.client.clone(),
+            Some(Ok(client)) => client,
+            Some(Err(message)) => {
+                return LiveReport {
+                    outcome: LiveOutcome::TlsError,
+                    message,
+                    elapsed: started.elapsed(),
+                    digest: None,
+                };
+            }
+        };
         let handshake = Handshake {
-            client: &self.client,
+            client: &client,
             server,
             login,
         };

@@ -245,4 +245,20 @@ async fn a_tls_registry_needs_its_ca() {
     .unwrap();
     let report = trusting.probe(&registry.address, Some(&alice), None).await;
     assert_outcome(&report, LiveOutcome::Ok, "alice-s3cret");
+
+    // The same CA as the registry's own bundle (a Custom registry's
+    // ca_bundle), trusted for that test only.
+    let untrusting = probe(Duration::from_secs(10));
+    let report = untrusting
+        .probe_trusting(&registry.address, Some(&alice), None, Some(&ca))
+        .await;
+    assert_outcome(&report, LiveOutcome::Ok, "alice-s3cret");
+    let report = untrusting.probe(&registry.address, Some(&alice), None).await;
+    assert_outcome(&report, LiveOutcome::TlsError, "alice-s3cret");
+    // Another CA's certificate does not vouch for this registry.
+    let other = include_str!("../../registry-core/tests/fixtures/registry-ca.pem");
+    let report = untrusting
+        .probe_trusting(&registry.address, Some(&alice), None, Some(other))
+        .await;
+    assert_outcome(&report, LiveOutcome::TlsError, "alice-s3cret");
 }

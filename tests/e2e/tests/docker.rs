@@ -148,6 +148,7 @@ fn custom(bed: &Bed, user: &str, password: &str) -> pb::Credentials {
             url: format!("http://{}", bed.registry.address),
             username: user.into(),
             password: password.into(),
+            ca_bundle: String::new(),
         })),
     }
 }

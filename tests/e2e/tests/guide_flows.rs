@@ -343,6 +343,7 @@ async fn test_connection_answers_in_the_response() {
                 url: format!("http://127.0.0.1:{port}"),
                 username: "bot".into(),
                 password: TOKEN.into(),
+                ..Default::default()
             })),
         }),
         mode: pb::TestMode::Live.into(),
@@ -447,6 +448,7 @@ async fn live_tests_log_in_to_a_real_registry() {
             url: format!("http://{}", registry.address),
             username: registry.user.clone(),
             password: password.into(),
+            ..Default::default()
         })),
     };
     let saved = alice
@@ -492,4 +494,73 @@ async fn live_tests_log_in_to_a_real_registry() {
     let result = wrong.live.unwrap();
     assert_eq!(result.outcome(), pb::LiveOutcome::Unauthorized, "{result:?}");
     assert!(!result.message.contains("wrong-password-4711"), "{result:?}");
+}
+
+/// A self-hosted registry behind a private CA: its Custom credentials carry
+/// the CA bundle, and the live test trusts it for that registry only.
+#[tokio::test]
+async fn a_custom_registry_with_its_own_ca_passes_the_live_test() {
+    use registry_testkit::token_registry::{TokenRegistry, TokenUser};
+    let users = vec![TokenUser {
+        name: "deploy".into(),
+        password: "deploy-s3cret".into(),
+        pulls: vec!["myorg/".into()],
+    }];
+    let Some(registry) = TokenRegistry::start(users, true).await else {
+        return;
+    };
+    let ca = registry.ca_pem.clone().unwrap();
+    let server = TestServer::start().await;
+    let mut alice = server.caller("alice", "acme").await;
+    let credentials = |ca_bundle: &str| pb::Credentials {
+        kind: Some(Kind::Custom(pb::CustomCredentials {
+            url: format!("https://{}", registry.address),
+            username: "deploy".into(),
+            password: "deploy-s3cret".into(),
+            ca_bundle: ca_bundle.into(),
+        })),
+    };
+    let live = |registry_id: &str| pb::TestRegistryConnectionRequest {
+        registry_id: registry_id.into(),
+        mode: pb::TestMode::Live.into(),
+        ..Default::default()
+    };
+
+    let trusting = alice
+        .create("internal", pb::RegistryType::Custom, Some(credentials(&ca)))
+        .await
+        .unwrap();
+    let hints: Vec<_> = trusting
+        .credential_hints
+        .iter()
+        .map(|h| (h.field.as_str(), h.value.as_str()))
+        .collect();
+    assert!(hints.contains(&("ca_bundle", "1 certificate(s)")), "{hints:?}");
+    let answer = alice.test(live(&trusting.id)).await.unwrap();
+    let result = answer.live.unwrap();
+    assert_eq!(result.outcome(), pb::LiveOutcome::Ok, "{result:?}");
+
+    // The same registry saved without the bundle: the system's roots do not
+    // know the private CA.
+    let plain = alice
+        .create("internal, no CA", pb::RegistryType::Custom, Some(credentials("")))
+        .await
+        .unwrap();
+    let answer = alice.test(live(&plain.id)).await.unwrap();
+    assert!(!answer.ok);
+    let result = answer.live.unwrap();
+    assert_eq!(result.outcome(), pb::LiveOutcome::TlsError, "{result:?}");
+    assert!(!result.message.contains("deploy-s3cret"), "{result:?}");
+
+    // A bundle that is not certificates is refused naming the field.
+    let refused = alice
+        .create(
+            "bad CA",
+            pb::RegistryType::Custom,
+            Some(credentials("not a certificate")),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert_eq!(field_violations(&refused), ["registry.credentials.custom.ca_bundle"]);
 }

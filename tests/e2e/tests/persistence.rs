@@ -57,6 +57,7 @@ fn registries() -> Vec<pb::CreateRegistryRequest> {
                 url: "https://registry.internal.example.com".into(),
                 username: "deploy".into(),
                 password: CUSTOM_PASSWORD.into(),
+                ca_bundle: String::new(),
             }),
         ),
         registry(

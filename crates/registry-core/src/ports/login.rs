@@ -109,5 +109,17 @@ pub struct LiveReport {
 #[async_trait]
 pub trait RegistryProbe: Send + Sync + fmt::Debug + 'static {
     /// Tests `login` (`None`: anonymous) against `server` (`host[:port]`).
-    async fn probe(&self, server: &str, login: Option<&DockerLogin>, image: Option<&ImageProbe>) -> LiveReport;
+    async fn probe(&self, server: &str, login: Option<&DockerLogin>, image: Option<&ImageProbe>) -> LiveReport {
+        self.probe_trusting(server, login, image, None).await
+    }
+
+    /// [`Self::probe`], trusting the PEM certificates of `ca_bundle` for this
+    /// registry besides the authorities the probe trusts anyway.
+    async fn probe_trusting(
+        &self,
+        server: &str,
+        login: Option<&DockerLogin>,
+        image: Option<&ImageProbe>,
+        ca_bundle: Option<&str>,
+    ) -> LiveReport;
 }
