@@ -149,13 +149,15 @@ impl JwtAuth {
         let mut last_error = None;
         for verifier in self.verifiers.iter().filter(|v| v.algorithms.contains(&algorithm)) {
             let mut validation = Validation::new(algorithm);
-            validation.set_required_spec_claims(&["exp", "sub"]);
+            validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
+            // A token is refused before its nbf as after its exp (both
+            // with jsonwebtoken's 60 s leeway for clock skew).
+            validation.validate_nbf = true;
             if let Some(issuer) = &self.settings.issuer {
                 validation.set_issuer(&[issuer]);
             }
-            match &self.settings.audience {
-                Some(audience) => validation.set_audience(&[audience]),
-                None => validation.validate_aud = false,
+            if let Some(audience) = &self.settings.audience {
+                validation.set_audience(&[audience]);
             }
             match jsonwebtoken::decode::<serde_json::Value>(token, &verifier.key, &validation) {
                 Ok(data) => return self.principal(&data.claims),
@@ -364,6 +366,28 @@ mod tests {
                     serde_json::json!({"sub": "a", "iss": "https://issuer.example", "aud": "registry", "exp": exp()}),
                 ),
                 "org claim",
+            ),
+            (
+                token(
+                    b"test-secret-of-32-bytes-at-least!",
+                    serde_json::json!({"sub": "a", "org": "acme", "iss": "https://issuer.example", "exp": exp()}),
+                ),
+                "aud",
+            ),
+            (
+                token(
+                    b"test-secret-of-32-bytes-at-least!",
+                    serde_json::json!({"sub": "a", "org": "acme", "iss": "https://other.example", "aud": "registry", "exp": exp()}),
+                ),
+                "issuer",
+            ),
+            (
+                token(
+                    b"test-secret-of-32-bytes-at-least!",
+                    serde_json::json!({"sub": "a", "org": "acme", "iss": "https://issuer.example", "aud": "registry",
+                        "exp": exp(), "nbf": exp()}),
+                ),
+                "immature",
             ),
             ("not-a-jwt".to_owned(), "not a JWT"),
         ];

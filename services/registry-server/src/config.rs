@@ -469,6 +469,20 @@ impl Config {
         {
             return invalid("auth.mode = \"jwt\" needs auth.jwt.hmac_secret_file or auth.jwt.public_key_files".into());
         }
+        if self.auth.mode == AuthMode::Jwt {
+            // A token minted by the same issuer for another service, or by
+            // another issuer trusted with the same key, must not pass here.
+            for (key, value) in [
+                ("auth.jwt.issuer", &self.auth.jwt.issuer),
+                ("auth.jwt.audience", &self.auth.jwt.audience),
+            ] {
+                if value.as_deref().is_none_or(|v| v.trim().is_empty()) {
+                    return invalid(format!(
+                        "auth.mode = \"jwt\" needs {key}: tokens are accepted only from one issuer, for this service"
+                    ));
+                }
+            }
+        }
         if let Some(url) = &self.database_url
             && !["sqlite:", "postgres:", "postgresql:"]
                 .iter()
@@ -587,6 +601,8 @@ mod tests {
             ("REGISTRY_LISTEN", "127.0.0.1:6100"),
             ("REGISTRY_AUTH__MODE", "jwt"),
             ("REGISTRY_AUTH__JWT__HMAC_SECRET_FILE", "/etc/registry/jwt.secret"),
+            ("REGISTRY_AUTH__JWT__ISSUER", "https://id.example"),
+            ("REGISTRY_AUTH__JWT__AUDIENCE", "registry"),
             ("REGISTRY_LIMITS__REQUEST_TIMEOUT_MS", "1500"),
             ("REGISTRY_MASTER_KEYS", "a2V5,b2xk"),
             ("REGISTRY_TEST_POSTGRES_URL", "ignored: not a config key"),
@@ -641,6 +657,14 @@ mod tests {
         let mut jwt = Config::default();
         jwt.auth.mode = AuthMode::Jwt;
         assert!(jwt.validate().unwrap_err().to_string().contains("hmac_secret_file"));
+        jwt.auth.jwt.hmac_secret_file = Some("/etc/registry/jwt.secret".into());
+        assert!(jwt.validate().unwrap_err().to_string().contains("auth.jwt.issuer"));
+        jwt.auth.jwt.issuer = Some("https://id.example".into());
+        assert!(jwt.validate().unwrap_err().to_string().contains("auth.jwt.audience"));
+        jwt.auth.jwt.audience = Some(" ".into());
+        assert!(jwt.validate().unwrap_err().to_string().contains("auth.jwt.audience"));
+        jwt.auth.jwt.audience = Some("registry".into());
+        jwt.validate().unwrap();
 
         let mysql = Config {
             database_url: Some("mysql://root:pw@db/x".into()),

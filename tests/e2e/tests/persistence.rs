@@ -284,6 +284,7 @@ async fn jwt_mode_takes_the_principal_from_verified_tokens() {
     config.auth.mode = AuthMode::Jwt;
     config.auth.jwt.hmac_secret_file = Some(secret_file);
     config.auth.jwt.issuer = Some("https://id.example".into());
+    config.auth.jwt.audience = Some("registry".into());
     let server = TestServer::start_with(config).await.unwrap();
     let mut client = server.client().await;
 
@@ -293,8 +294,7 @@ async fn jwt_mode_takes_the_principal_from_verified_tokens() {
         .as_secs()
         + 300;
     let token = |sub: &str, roles: &[&str], key: &[u8]| {
-        let claims =
-            serde_json::json!({"sub": sub, "org": "acme", "roles": roles, "iss": "https://id.example", "exp": exp});
+        let claims = serde_json::json!({"sub": sub, "org": "acme", "roles": roles, "iss": "https://id.example", "aud": "registry", "exp": exp});
         jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(key)).unwrap()
     };
     let bearer = |request: pb::CreateRegistryRequest, token: String| {
