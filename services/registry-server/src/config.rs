@@ -551,21 +551,64 @@ impl Config {
 
 /// A database URL without its password, for logs and errors.
 pub fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((userinfo, host)) => {
-                let user = userinfo.split(':').next().unwrap_or_default();
-                format!("{scheme}://{user}:***@{host}")
-            }
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (before_query, query) = match rest.split_once('?') {
+        Some((before, query)) => (before, Some(query)),
+        None => (rest, None),
+    };
+    // The user information ends at the authority's last '@': a password
+    // may hold an unescaped '@' itself.
+    let mut redacted = match before_query.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => format!("{scheme}://{before_query}"),
+    };
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        redacted.push('?');
+        redacted.push_str(&pairs.join("&"));
     }
+    redacted
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_urls_are_logged_without_their_passwords() {
+        for (url, redacted) in [
+            (
+                "postgres://svc:hunter2@db:5432/registry",
+                "postgres://svc:***@db:5432/registry",
+            ),
+            ("postgres://svc:p@ss@word@db/registry", "postgres://svc:***@db/registry"),
+            (
+                "postgres://svc@db/registry?sslmode=require&Password=s3cr3t",
+                "postgres://svc:***@db/registry?sslmode=require&Password=***",
+            ),
+            (
+                "postgres://db/registry?password=s3cr3t",
+                "postgres://db/registry?password=***",
+            ),
+            (
+                "sqlite://data/registry.db?mode=rwc",
+                "sqlite://data/registry.db?mode=rwc",
+            ),
+        ] {
+            assert_eq!(redact_url(url), redacted, "{url}");
+        }
+    }
 
     #[test]
     fn defaults_are_the_embedded_default() {
