@@ -5,6 +5,20 @@ use std::path::PathBuf;
 
 use prost::Message;
 
+/// Kept in step with the `redacted_debug!` list in src/lib.rs.
+const SECRET_MESSAGES: &[&str] = &[
+    "GhcrCredentials",
+    "DockerCredentials",
+    "EcrCredentials",
+    "AcrCredentials",
+    "GcrCredentials",
+    "GarCredentials",
+    "QuayCredentials",
+    "CustomCredentials",
+    "SwarmDeployment",
+    "ResolvePullCredentialsResponse",
+];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
     let files = [
@@ -19,6 +33,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Messages that carry credentials get a Debug that prints none of
+        // them (src/lib.rs), so a stray `{:?}` cannot leak one.
+        .skip_debug(
+            SECRET_MESSAGES
+                .iter()
+                .map(|name| format!(".platform.registry.v1.{name}")),
+        )
         .compile_fds(fds)?;
 
     println!("cargo:rerun-if-changed={}", root.display());
