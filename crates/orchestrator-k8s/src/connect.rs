@@ -60,11 +60,7 @@ pub async fn config(connection: &Connection) -> Result<Config, ConnectError> {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
                 .map_err(|e| ConnectError(format!("cannot read {}: {e}", path.display())))?;
-            let explicit: Vec<String> = kubeconfig
-                .clusters
-                .iter()
-                .filter_map(|c| c.cluster.as_ref()?.proxy_url.clone())
-                .collect();
+            let explicit = explicit_proxy(&kubeconfig, connection.context.as_deref());
             let options = kube::config::KubeConfigOptions {
                 context: connection.context.clone(),
                 ..Default::default()
@@ -72,12 +68,8 @@ pub async fn config(connection: &Connection) -> Result<Config, ConnectError> {
             let config = Config::from_custom_kubeconfig(kubeconfig, &options)
                 .await
                 .map_err(|e| ConnectError(e.to_string()))?;
-            // A kubeconfig's own proxy-url stands as written.
-            if config.proxy_url.as_ref().is_some_and(|proxy| {
-                explicit
-                    .iter()
-                    .any(|e| e.trim() == proxy.to_string().trim_end_matches('/'))
-            }) {
+            // A kubeconfig's own proxy-url stands as kube read it.
+            if explicit {
                 return Ok(config);
             }
             config
@@ -86,6 +78,26 @@ pub async fn config(connection: &Connection) -> Result<Config, ConnectError> {
     };
     config.proxy_url = proxy_for(&config.cluster_url, |name| std::env::var(name).ok())?;
     Ok(config)
+}
+
+/// Whether the cluster of `context` (default: the current one) names its
+/// own `proxy-url`.
+fn explicit_proxy(kubeconfig: &kube::config::Kubeconfig, context: Option<&str>) -> bool {
+    let Some(context) = context.or(kubeconfig.current_context.as_deref()) else {
+        return false;
+    };
+    let cluster = kubeconfig
+        .contexts
+        .iter()
+        .find(|named| named.name == context)
+        .and_then(|named| named.context.as_ref())
+        .map(|context| context.cluster.as_str());
+    kubeconfig
+        .clusters
+        .iter()
+        .find(|named| Some(named.name.as_str()) == cluster)
+        .and_then(|named| named.cluster.as_ref()?.proxy_url.as_deref())
+        .is_some_and(|proxy| !proxy.trim().is_empty())
 }
 
 /// The proxy of the environment for the API server at `cluster`, as curl and
@@ -185,6 +197,27 @@ mod tests {
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         move |name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn a_kubeconfig_proxy_is_the_selected_clusters_own() {
+        let kubeconfig = |proxy: &str| {
+            kube::config::Kubeconfig::from_yaml(&format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: a\n  cluster:\n    server: https://a:6443\n{proxy}\
+                 - name: b\n  cluster:\n    server: https://b:6443\n\
+                 contexts:\n- name: a\n  context:\n    cluster: a\n- name: b\n  context:\n    cluster: b\n\
+                 current-context: a\n"
+            ))
+            .unwrap()
+        };
+        let with = kubeconfig("    proxy-url: http://proxy.internal:3128\n");
+        assert!(explicit_proxy(&with, None));
+        assert!(explicit_proxy(&with, Some("a")));
+        assert!(
+            !explicit_proxy(&with, Some("b")),
+            "cluster b has no proxy-url of its own"
+        );
+        assert!(!explicit_proxy(&kubeconfig(""), None));
     }
 
     #[test]

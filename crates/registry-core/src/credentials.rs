@@ -291,7 +291,10 @@ impl Credentials {
                     secret("password", password),
                 ];
                 if !ca_bundle.is_empty() {
-                    let certificates = ca_bundle.matches("-----BEGIN CERTIFICATE-----").count();
+                    use rustls_pki_types::CertificateDer;
+                    use rustls_pki_types::pem::PemObject as _;
+                    // Counted by the parser that validated the bundle.
+                    let certificates = CertificateDer::pem_slice_iter(ca_bundle.as_bytes()).count();
                     hints.push(CredentialHint {
                         field: "ca_bundle".to_owned(),
                         value: format!("{certificates} certificate(s)"),
