@@ -6,6 +6,7 @@
 //! - [`kube_api`] — a simulated Kubernetes API server ([`kube_api::KubeSim`])
 //!   with real REST semantics, and a kube-rs client pointed at it;
 //! - [`distribution`] — the test bed registry's htpasswd file;
+//! - [`pki`] — a test CA issuing server and client certificates;
 //! - [`token_registry`] — a distribution registry with token auth (and
 //!   optionally TLS from a test CA), started by the test.
 
@@ -13,6 +14,7 @@ use sea_orm::{ConnectionTrait, Database};
 
 pub mod distribution;
 pub mod kube_api;
+pub mod pki;
 pub mod token_registry;
 
 /// The variable the test script sets to the admin URL of the PostgreSQL it

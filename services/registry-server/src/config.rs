@@ -29,6 +29,8 @@ pub struct Config {
     pub master_key_file: Option<PathBuf>,
     /// The same keys comma-separated (usually from `REGISTRY_MASTER_KEYS`).
     pub master_keys: Option<String>,
+    /// TLS (and mutual TLS) on the gRPC listener.
+    pub tls: TlsConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
     pub limits: LimitsConfig,
@@ -51,6 +53,7 @@ impl fmt::Debug for Config {
             .field("sqlite_synchronous", &self.sqlite_synchronous)
             .field("master_key_file", &self.master_key_file)
             .field("master_keys", &self.master_keys.as_ref().map(|_| "[REDACTED]"))
+            .field("tls", &self.tls)
             .field("auth", &self.auth)
             .field("log", &self.log)
             .field("limits", &self.limits)
@@ -71,6 +74,7 @@ impl Default for Config {
             sqlite_synchronous: SqliteSynchronous::Normal,
             master_key_file: None,
             master_keys: None,
+            tls: TlsConfig::default(),
             auth: AuthConfig::default(),
             log: LogConfig::default(),
             limits: LimitsConfig::default(),
@@ -82,7 +86,6 @@ impl Default for Config {
     }
 }
 
-/// How callers are authenticated.
 /// SQLite's `synchronous` pragma (WAL mode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -103,6 +106,49 @@ impl From<SqliteSynchronous> for registry_store::SqliteSync {
     }
 }
 
+/// TLS on the gRPC listener: on when `cert_file` is set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM: the server certificate, then its intermediates.
+    pub cert_file: Option<PathBuf>,
+    /// PEM: the certificate's private key.
+    pub key_file: Option<PathBuf>,
+    /// PEM: the CAs client certificates must chain to; set, every client
+    /// must present a valid certificate (mutual TLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// The files are checked this often and re-read when they changed
+    /// (SIGHUP re-reads them at once).
+    pub reload_interval_ms: u64,
+    /// Serve plaintext on a non-loopback address: only behind something
+    /// that terminates TLS for this server (a service mesh sidecar).
+    pub insecure_plaintext: bool,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert_file: None,
+            key_file: None,
+            client_ca_file: None,
+            reload_interval_ms: 10_000,
+            insecure_plaintext: false,
+        }
+    }
+}
+
+impl TlsConfig {
+    /// The files of a TLS listener, when TLS is on.
+    pub fn files(&self) -> Option<crate::tls::TlsFiles> {
+        Some(crate::tls::TlsFiles {
+            cert: self.cert_file.clone()?,
+            key: self.key_file.clone()?,
+            client_ca: self.client_ca_file.clone(),
+        })
+    }
+}
+
+/// How callers are authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
@@ -110,6 +156,9 @@ pub enum AuthMode {
     Development,
     /// Bearer JWTs verified against the configured keys.
     Jwt,
+    /// Client certificates (`tls.client_ca_file`) mapped to principals by
+    /// `auth.mtls.clients`.
+    Mtls,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +170,7 @@ pub struct AuthConfig {
     /// Development mode: the organization when `x-org` is absent.
     pub dev_org: String,
     pub jwt: JwtConfig,
+    pub mtls: MtlsConfig,
 }
 
 impl Default for AuthConfig {
@@ -130,8 +180,29 @@ impl Default for AuthConfig {
             dev_user: "developer".into(),
             dev_org: "default".into(),
             jwt: JwtConfig::default(),
+            mtls: MtlsConfig::default(),
         }
     }
+}
+
+/// Mutual TLS: who each client certificate is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MtlsConfig {
+    pub clients: Vec<MtlsClientConfig>,
+}
+
+/// One client identity and the principal it stands for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MtlsClientConfig {
+    /// A URI SAN (`spiffe://…`), DNS SAN or subject common name of the
+    /// certificate, matched exactly; URI SANs are tried first, then DNS
+    /// SANs, then the common name.
+    pub identity: String,
+    pub organization: String,
+    /// Role names (`reader`, `writer`, `deployer`, `admin`).
+    pub roles: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -360,8 +431,9 @@ impl Overrides {
 
 /// Top-level keys the environment may set (`REGISTRY_<KEY>`); other
 /// `REGISTRY_*` variables belong to other tools and are ignored.
-const ENV_KEYS: [&str; 12] = [
+const ENV_KEYS: [&str; 13] = [
     "listen",
+    "tls",
     "data_dir",
     "database_url",
     "sqlite_synchronous",
@@ -453,6 +525,54 @@ impl Config {
         Ok(config)
     }
 
+    /// TLS files come as a pair, mutual TLS needs TLS, and only loopback
+    /// listens in plaintext unless the operator says a mesh encrypts.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let tls = &self.tls;
+        if tls.cert_file.is_some() != tls.key_file.is_some() {
+            return invalid("tls.cert_file and tls.key_file go together: set both or neither".into());
+        }
+        if tls.client_ca_file.is_some() && tls.cert_file.is_none() {
+            return invalid("tls.client_ca_file needs tls.cert_file and tls.key_file".into());
+        }
+        if tls.reload_interval_ms == 0 {
+            return invalid("tls.reload_interval_ms must be positive".into());
+        }
+        let encrypted = tls.cert_file.is_some();
+        if encrypted && tls.insecure_plaintext {
+            return invalid("tls.insecure_plaintext = true and tls.cert_file contradict each other: choose one".into());
+        }
+        if !encrypted && !tls.insecure_plaintext && !self.listen.ip().is_loopback() {
+            return invalid(format!(
+                "listening on {} without TLS would send credentials in clear: set tls.cert_file and \
+                 tls.key_file, or tls.insecure_plaintext = true when a service mesh encrypts for this server",
+                self.listen
+            ));
+        }
+        if self.auth.mode == AuthMode::Mtls {
+            if tls.client_ca_file.is_none() {
+                return invalid(
+                    "auth.mode = \"mtls\" needs tls.client_ca_file (and the server's own certificate)".into(),
+                );
+            }
+            if self.auth.mtls.clients.is_empty() {
+                return invalid("auth.mode = \"mtls\" needs auth.mtls.clients: identities mapped to principals".into());
+            }
+        }
+        for (index, client) in self.auth.mtls.clients.iter().enumerate() {
+            if client.identity.trim().is_empty() || client.organization.trim().is_empty() {
+                return invalid(format!(
+                    "auth.mtls.clients[{index}]: identity and organization must not be empty"
+                ));
+            }
+            if let Err(e) = mtls_roles(client) {
+                return invalid(format!("auth.mtls.clients[{index}] ({}): {e}", client.identity));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks what serde cannot: combinations and ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
@@ -463,6 +583,7 @@ impl Config {
                 self.listen
             ));
         }
+        self.validate_tls()?;
         if self.auth.mode == AuthMode::Jwt
             && self.auth.jwt.hmac_secret_file.is_none()
             && self.auth.jwt.public_key_files.is_empty()
@@ -547,6 +668,14 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A client's roles, parsed.
+pub fn mtls_roles(client: &MtlsClientConfig) -> Result<registry_core::Roles, String> {
+    if client.roles.is_empty() {
+        return Err("roles must name at least one role".into());
+    }
+    registry_core::Roles::parse_list(&client.roles.join(",")).map_err(|e| e.to_string())
 }
 
 /// A database URL without its password, for logs and errors.
@@ -715,6 +844,60 @@ mod tests {
         };
         let err = mysql.validate().unwrap_err().to_string();
         assert!(err.contains("database_url") && !err.contains("pw@"), "{err}");
+    }
+
+    #[test]
+    fn a_public_listener_needs_tls_and_mutual_tls_needs_a_client_ca() {
+        let mut jwt = Config {
+            listen: "0.0.0.0:50051".parse().unwrap(),
+            ..Config::default()
+        };
+        jwt.auth.mode = AuthMode::Jwt;
+        jwt.auth.jwt.hmac_secret_file = Some("/etc/registry/jwt.secret".into());
+        jwt.auth.jwt.issuer = Some("https://id.example".into());
+        jwt.auth.jwt.audience = Some("registry".into());
+        let err = jwt.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("without TLS") && err.contains("insecure_plaintext"),
+            "{err}"
+        );
+        let mut meshed = jwt.clone();
+        meshed.tls.insecure_plaintext = true;
+        meshed.validate().unwrap();
+        let mut half = jwt.clone();
+        half.tls.cert_file = Some("/etc/registry/tls.crt".into());
+        assert!(half.validate().unwrap_err().to_string().contains("go together"));
+        half.tls.key_file = Some("/etc/registry/tls.key".into());
+        half.validate().unwrap();
+        half.tls.insecure_plaintext = true;
+        assert!(half.validate().unwrap_err().to_string().contains("contradict"));
+
+        let mut mtls = jwt.clone();
+        mtls.auth.mode = AuthMode::Mtls;
+        mtls.tls.cert_file = Some("/etc/registry/tls.crt".into());
+        mtls.tls.key_file = Some("/etc/registry/tls.key".into());
+        assert!(mtls.validate().unwrap_err().to_string().contains("tls.client_ca_file"));
+        mtls.tls.client_ca_file = Some("/etc/registry/clients.pem".into());
+        assert!(mtls.validate().unwrap_err().to_string().contains("auth.mtls.clients"));
+        mtls.auth.mtls.clients.push(MtlsClientConfig {
+            identity: "spiffe://platform.example/deployer".into(),
+            organization: "acme".into(),
+            roles: vec!["root".into()],
+        });
+        let err = mtls.validate().unwrap_err().to_string();
+        assert!(err.contains("clients[0]") && err.contains("root"), "{err}");
+        mtls.auth.mtls.clients[0].roles = vec!["deployer".into()];
+        mtls.validate().unwrap();
+
+        let mut ca_alone = Config::default();
+        ca_alone.tls.client_ca_file = Some("/etc/registry/clients.pem".into());
+        assert!(
+            ca_alone
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("needs tls.cert_file")
+        );
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //!
 //! - [`config`] — layered configuration;
 //! - [`start`] — opens the store, checks the master keys, serves;
+//! - [`listener`] — accepts connections, over TLS when configured;
+//! - [`tls`] — the listener's certificate files, re-read on change;
 //! - [`telemetry`] — structured logs.
 
 use std::collections::BTreeMap;
@@ -12,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use registry_api::auth::{DevelopmentAuth, JwtAuth, JwtKey, JwtSettings};
+use registry_api::auth::{DevelopmentAuth, JwtAuth, JwtKey, JwtSettings, MtlsAuth, MtlsClient};
 use registry_api::{AuthInterceptor, Authenticator, DeployApi, RegistryApi};
 use registry_core::deployments::{DeploySettings, Deployments};
 use registry_core::ports::login::LoginProvider;
@@ -32,13 +34,14 @@ use rustls::pki_types::pem::PemObject as _;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 pub mod config;
+pub mod listener;
 pub mod telemetry;
+pub mod tls;
 
 use config::{AuthMode, Config, TargetConfig, redact_url};
 
@@ -74,6 +77,8 @@ pub enum StartError {
     MissingKeyFile(String),
     #[error("authentication: {0}")]
     Auth(String),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("gRPC reflection: {0}")]
@@ -94,6 +99,7 @@ pub struct RunningServer {
     store_watch: JoinHandle<()>,
     sync: JoinHandle<()>,
     stop_sync: Option<oneshot::Sender<()>>,
+    tls_reload: Option<JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -119,6 +125,10 @@ impl RunningServer {
         }
         self.store_watch.abort();
         let _ = (&mut self.store_watch).await;
+        if let Some(reload) = self.tls_reload.take() {
+            reload.abort();
+            let _ = reload.await;
+        }
         served
     }
 
@@ -130,6 +140,7 @@ impl RunningServer {
             store_watch,
             sync,
             stop_sync,
+            tls_reload,
             ..
         } = self;
         let result = task.await.unwrap_or(Ok(()));
@@ -137,6 +148,10 @@ impl RunningServer {
         sync.abort();
         let _ = store_watch.await;
         let _ = sync.await;
+        if let Some(reload) = tls_reload {
+            reload.abort();
+            let _ = reload.await;
+        }
         drop((shutdown, stop_sync));
         result
     }
@@ -155,6 +170,12 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
 /// Opens the store, checks the master keys against it, and serves.
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     config.validate()?;
+    // Certificates first: a bad file is refused before anything is opened.
+    let tls_files = config.tls.files();
+    let tls = match &tls_files {
+        Some(files) => Some(tls::SharedConfig::new(tls::load(files)?)),
+        None => None,
+    };
     create_data_dir(&config.data_dir)?;
 
     let database_url = config
@@ -272,7 +293,16 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .add_service(reflection_v1alpha)
         .add_service(api)
         .add_service(deploy_api);
-    let task = tokio::spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown));
+    let tls_reload = match (tls_files, &tls) {
+        (Some(files), Some(shared)) => Some(tokio::spawn(tls::reload(
+            files,
+            shared.clone(),
+            Duration::from_millis(config.tls.reload_interval_ms),
+        ))),
+        _ => None,
+    };
+    let incoming = listener::incoming(listener, tls);
+    let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown));
 
     set_health(&reporter, ServingStatus::Serving).await;
     // Resumes whatever a crash left pending, then follows rotations.
@@ -290,7 +320,19 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             config.auth.dev_org
         );
     }
-    tracing::info!(%local_addr, replica = replica.id(), "serving gRPC (RegistryService, DeployCredentialService, health, reflection v1 and v1alpha)");
+    if config.tls.insecure_plaintext {
+        tracing::warn!(
+            %local_addr,
+            "INSECURE PLAINTEXT: tls.insecure_plaintext = true, credentials and tokens cross the network \
+             in clear unless a service mesh encrypts them for this server"
+        );
+    }
+    let transport = match (&config.tls.cert_file, &config.tls.client_ca_file) {
+        (None, _) => "plaintext",
+        (Some(_), None) => "TLS",
+        (Some(_), Some(_)) => "mutual TLS",
+    };
+    tracing::info!(%local_addr, transport, replica = replica.id(), "serving gRPC (RegistryService, DeployCredentialService, health, reflection v1 and v1alpha)");
     Ok(RunningServer {
         local_addr,
         shutdown: Some(shutdown_tx),
@@ -298,6 +340,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         store_watch,
         sync,
         stop_sync: Some(stop_sync),
+        tls_reload,
     })
 }
 
@@ -374,6 +417,23 @@ fn authenticator(config: &Config) -> Result<Authenticator, StartError> {
             })
             .map_err(|e| StartError::Auth(e.to_string()))?;
             Ok(Authenticator::Jwt(jwt))
+        }
+        AuthMode::Mtls => {
+            let clients = auth
+                .mtls
+                .clients
+                .iter()
+                .map(|client| {
+                    Ok(MtlsClient {
+                        identity: client.identity.clone(),
+                        organization: client.organization.clone(),
+                        roles: config::mtls_roles(client).map_err(StartError::Auth)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, StartError>>()?;
+            Ok(Authenticator::Mtls(
+                MtlsAuth::new(clients).map_err(|e| StartError::Auth(format!("auth.mtls.clients: {e}")))?,
+            ))
         }
     }
 }

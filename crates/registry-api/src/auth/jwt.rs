@@ -1,27 +1,11 @@
-//! Who is calling. Every request gets a [`Principal`] before it reaches a
-//! service: from a bearer JWT verified locally (production), or from request
-//! metadata in the loopback-only development mode (the embedded default).
+//! Bearer JWTs verified against locally configured keys.
 
 use std::fmt;
-use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use registry_core::{Principal, Role, Roles};
+use tonic::Status;
 use tonic::metadata::MetadataMap;
-use tonic::service::Interceptor;
-use tonic::{Request, Status};
-
-/// Metadata keys of the development mode.
-pub const USER_HEADER: &str = "x-user";
-pub const ORG_HEADER: &str = "x-org";
-pub const ROLES_HEADER: &str = "x-roles";
-
-/// The development mode's principal when metadata names none.
-#[derive(Debug, Clone)]
-pub struct DevelopmentAuth {
-    pub default_subject: String,
-    pub default_organization: String,
-}
 
 /// A key that verifies JWT signatures.
 pub enum JwtKey {
@@ -133,7 +117,7 @@ impl JwtAuth {
         Ok(Self { verifiers, settings })
     }
 
-    fn authenticate(&self, metadata: &MetadataMap) -> Result<Principal, Status> {
+    pub(super) fn authenticate(&self, metadata: &MetadataMap) -> Result<Principal, Status> {
         let header = metadata
             .get("authorization")
             .ok_or_else(|| Status::unauthenticated("missing bearer token in the authorization metadata"))?;
@@ -196,123 +180,20 @@ impl JwtAuth {
     }
 }
 
-/// How callers are identified.
-#[derive(Debug)]
-pub enum Authenticator {
-    /// Loopback-only development mode: the principal comes from `x-user`,
-    /// `x-org` and `x-roles` metadata, or the defaults.
-    Development(DevelopmentAuth),
-    /// Bearer JWTs verified against configured keys.
-    Jwt(JwtAuth),
-}
-
-impl Authenticator {
-    pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Principal, Status> {
-        match self {
-            Self::Development(dev) => development_principal(dev, metadata),
-            Self::Jwt(jwt) => jwt.authenticate(metadata),
-        }
-    }
-}
-
-fn development_principal(dev: &DevelopmentAuth, metadata: &MetadataMap) -> Result<Principal, Status> {
-    let read = |key: &str| -> Result<Option<String>, Status> {
-        let Some(value) = metadata.get(key) else {
-            return Ok(None);
-        };
-        let value = value
-            .to_str()
-            .map_err(|_| Status::unauthenticated(format!("{key} metadata must be printable ASCII")))?
-            .trim();
-        if value.len() > 256 {
-            return Err(Status::unauthenticated(format!(
-                "{key} metadata is longer than 256 characters"
-            )));
-        }
-        Ok((!value.is_empty()).then(|| value.to_owned()))
-    };
-    let subject = read(USER_HEADER)?.unwrap_or_else(|| dev.default_subject.clone());
-    let organization = read(ORG_HEADER)?.unwrap_or_else(|| dev.default_organization.clone());
-    let roles = match read(ROLES_HEADER)? {
-        None => Roles::DEFAULT,
-        Some(list) => {
-            Roles::parse_list(&list).map_err(|e| Status::unauthenticated(format!("{ROLES_HEADER} metadata: {e}")))?
-        }
-    };
-    Ok(Principal::new(subject, organization, roles))
-}
-
-/// The tonic interceptor that authenticates every request and leaves the
-/// [`Principal`] in its extensions.
-#[derive(Debug, Clone)]
-pub struct AuthInterceptor(pub Arc<Authenticator>);
-
-impl Interceptor for AuthInterceptor {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let principal = self.0.authenticate(request.metadata())?;
-        request.extensions_mut().insert(principal);
-        Ok(request)
-    }
-}
-
-/// The principal [`AuthInterceptor`] attached to a request.
-pub fn principal<T>(request: &Request<T>) -> Result<Principal, registry_core::Error> {
-    request
-        .extensions()
-        .get::<Principal>()
-        .cloned()
-        .ok_or_else(|| registry_core::Error::Unauthenticated("request was not authenticated".into()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use jsonwebtoken::{EncodingKey, Header};
 
-    fn metadata(pairs: &[(&'static str, &str)]) -> MetadataMap {
-        let mut map = MetadataMap::new();
-        for (key, value) in pairs {
-            map.insert(*key, value.parse().unwrap());
-        }
-        map
-    }
-
-    fn dev() -> Authenticator {
-        Authenticator::Development(DevelopmentAuth {
-            default_subject: "developer".into(),
-            default_organization: "default".into(),
+    fn jwt() -> JwtAuth {
+        JwtAuth::new(JwtSettings {
+            keys: vec![JwtKey::Hmac(b"test-secret-of-32-bytes-at-least!".to_vec())],
+            issuer: Some("https://issuer.example".into()),
+            audience: Some("registry".into()),
+            organization_claim: "org".into(),
+            roles_claim: "roles".into(),
         })
-    }
-
-    #[test]
-    fn development_mode_reads_metadata_or_defaults() {
-        let p = dev().authenticate(&MetadataMap::new()).unwrap();
-        assert_eq!((p.subject.as_str(), p.organization.as_str()), ("developer", "default"));
-        assert_eq!(p.roles, Roles::DEFAULT);
-        let p = dev()
-            .authenticate(&metadata(&[
-                ("x-user", "bob"),
-                ("x-org", "acme"),
-                ("x-roles", "reader"),
-            ]))
-            .unwrap();
-        assert_eq!((p.subject.as_str(), p.organization.as_str()), ("bob", "acme"));
-        assert!(!p.roles.allows(Role::Writer));
-        let err = dev().authenticate(&metadata(&[("x-roles", "root")])).unwrap_err();
-        assert!(err.message().contains("x-roles"));
-    }
-
-    fn jwt() -> Authenticator {
-        Authenticator::Jwt(
-            JwtAuth::new(JwtSettings {
-                keys: vec![JwtKey::Hmac(b"test-secret-of-32-bytes-at-least!".to_vec())],
-                issuer: Some("https://issuer.example".into()),
-                audience: Some("registry".into()),
-                organization_claim: "org".into(),
-                roles_claim: "roles".into(),
-            })
-            .unwrap(),
-        )
+        .unwrap()
     }
 
     fn token(secret: &[u8], claims: serde_json::Value) -> String {

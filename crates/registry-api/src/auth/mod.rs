@@ -1,0 +1,80 @@
+//! Who is calling. Every request gets a [`Principal`] before it reaches a
+//! service:
+//!
+//! - [`jwt`] — a bearer JWT verified locally;
+//! - [`mtls`] — the client certificate the listener verified, mapped to a
+//!   principal by configuration;
+//! - [`development`] — request metadata, in the loopback-only development
+//!   mode (the embedded default).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use registry_core::Principal;
+use tonic::metadata::MetadataMap;
+use tonic::service::Interceptor;
+use tonic::{Request, Status};
+
+pub mod development;
+pub mod jwt;
+pub mod mtls;
+
+pub use development::{DevelopmentAuth, ORG_HEADER, ROLES_HEADER, USER_HEADER};
+pub use jwt::{JwtAuth, JwtKey, JwtKeyError, JwtSettings};
+pub use mtls::{ClientCertificate, MtlsAuth, MtlsClient};
+
+/// The connection a request came on, as the listener saw it: the server
+/// puts one in every request's extensions (tonic's connect info).
+#[derive(Debug, Clone, Default)]
+pub struct Peer {
+    /// The remote address of the TCP connection.
+    pub address: Option<SocketAddr>,
+    /// The client certificate verified in the TLS handshake (mutual TLS).
+    pub certificate: Option<Arc<ClientCertificate>>,
+}
+
+/// How callers are identified.
+#[derive(Debug)]
+pub enum Authenticator {
+    /// Loopback-only development mode: the principal comes from `x-user`,
+    /// `x-org` and `x-roles` metadata, or the defaults.
+    Development(DevelopmentAuth),
+    /// Bearer JWTs verified against configured keys.
+    Jwt(JwtAuth),
+    /// Client certificates verified by the listener, mapped to principals.
+    Mtls(MtlsAuth),
+}
+
+impl Authenticator {
+    pub fn authenticate(&self, metadata: &MetadataMap, peer: Option<&Peer>) -> Result<Principal, Status> {
+        match self {
+            Self::Development(dev) => dev.authenticate(metadata, peer),
+            Self::Jwt(jwt) => jwt.authenticate(metadata),
+            Self::Mtls(mtls) => mtls.authenticate(peer),
+        }
+    }
+}
+
+/// The tonic interceptor that authenticates every request and leaves the
+/// [`Principal`] in its extensions.
+#[derive(Debug, Clone)]
+pub struct AuthInterceptor(pub Arc<Authenticator>);
+
+impl Interceptor for AuthInterceptor {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let principal = self
+            .0
+            .authenticate(request.metadata(), request.extensions().get::<Peer>())?;
+        request.extensions_mut().insert(principal);
+        Ok(request)
+    }
+}
+
+/// The principal [`AuthInterceptor`] attached to a request.
+pub fn principal<T>(request: &Request<T>) -> Result<Principal, registry_core::Error> {
+    request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| registry_core::Error::Unauthenticated("request was not authenticated".into()))
+}
