@@ -19,6 +19,8 @@
 #   REGISTRY_TEST_DOCKER_API_VERSION     what the daemon speaks (1.41 on Debian 12)
 #   REGISTRY_TEST_DOCKER_CLI             /usr/bin/docker (Debian's 20.10 CLI, matches the daemon)
 #   REGISTRY_TEST_DOCKER_COMPOSE         /usr/bin/docker-compose (v1, Python)
+#   REGISTRY_TEST_DOCKER_TLS_HOST        tcp://127.0.0.1:PORT, the same daemon with --tlsverify
+#   REGISTRY_TEST_DOCKER_TLS_DIR         its client files: ca.pem, cert.pem, key.pem (as ~/.docker)
 #   REGISTRY_TEST_DISTRIBUTION           127.0.0.1:PORT (plain http, htpasswd Basic auth)
 #   REGISTRY_TEST_DISTRIBUTION_USER      user that can pull/push
 #   REGISTRY_TEST_DISTRIBUTION_PASSWORD  its password
@@ -99,6 +101,7 @@ DSVC_REGISTRY_PID=""
 DSVC_GWBRIDGE_PREEXISTED=0
 DSVC_IPFWD_BEFORE=""
 DSVC_DOCKER=""
+DSVC_TLS_PORT=""
 
 _dsvc_log() { printf 'docker-services: %s\n' "$*"; }
 _dsvc_err() { printf 'docker-services: error: %s\n' "$*" >&2; }
@@ -164,7 +167,7 @@ docker_services_install() {
         sudo=sudo
     fi
     local missing=() p
-    for p in docker.io docker-registry docker-compose busybox-static apache2-utils; do
+    for p in docker.io docker-registry docker-compose busybox-static apache2-utils openssl; do
         _dsvc_pkg_installed "$p" || missing+=("$p")
     done
     if [ "${#missing[@]}" -eq 0 ]; then
@@ -211,6 +214,32 @@ docker_services_install() {
 }
 
 # --- start -----------------------------------------------------------------------
+# A CA, the daemon's certificate (127.0.0.1, localhost) and a client
+# certificate, as `docker --tlsverify` expects them, valid for two days.
+_dsvc_make_tls() {
+    local d="$DSVC_TMP/tls" ext
+    mkdir -p "$d" && chmod 0700 "$d"
+    ext="$d/ext.cnf"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj "/CN=registry test docker CA" -keyout "$d/ca-key.pem" -out "$d/ca.pem" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+        >/dev/null 2>&1 || return 1
+    local who
+    for who in server client; do
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -subj "/CN=$who" -keyout "$d/$who-key.pem" -out "$d/$who.csr" >/dev/null 2>&1 || return 1
+        if [ "$who" = server ]; then
+            printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$ext"
+        else
+            printf 'extendedKeyUsage=clientAuth\n' >"$ext"
+        fi
+        openssl x509 -req -in "$d/$who.csr" -CA "$d/ca.pem" -CAkey "$d/ca-key.pem" -CAcreateserial \
+            -days 2 -extfile "$ext" -out "$d/$who-cert.pem" >/dev/null 2>&1 || return 1
+    done
+    # The client side under the names the docker CLI uses.
+    cp "$d/client-cert.pem" "$d/cert.pem" && cp "$d/client-key.pem" "$d/key.pem"
+}
+
 _dsvc_start_dockerd() { # storage driver
     local driver=$1
     # A failed earlier attempt can leave data/ bind-mounted: unmount first.
@@ -227,6 +256,9 @@ _dsvc_start_dockerd() { # storage driver
         --exec-root "$DSVC_TMP/exec" \
         --pidfile "$DSVC_TMP/dockerd.pid" \
         --host "unix://$DSVC_TMP/docker.sock" \
+        --host "tcp://127.0.0.1:$DSVC_TLS_PORT" \
+        --tlsverify --tlscacert "$DSVC_TMP/tls/ca.pem" \
+        --tlscert "$DSVC_TMP/tls/server-cert.pem" --tlskey "$DSVC_TMP/tls/server-key.pem" \
         --bridge=none --iptables=false --ip-masq=false --ip-forward=false \
         --storage-driver "$driver" \
         --shutdown-timeout 5 \
@@ -372,7 +404,7 @@ docker_services_start() {
     [ "$(id -u)" -eq 0 ] || { _dsvc_err "dockerd needs root"; return 1; }
     [ -z "$DSVC_TMP" ] || { _dsvc_err "already started ($DSVC_TMP)"; return 1; }
     local c
-    for c in dockerd containerd runc docker-compose htpasswd /usr/bin/docker-registry /bin/busybox; do
+    for c in dockerd containerd runc docker-compose htpasswd openssl /usr/bin/docker-registry /bin/busybox; do
         command -v "$c" >/dev/null || { _dsvc_err "$c missing: run docker_services_install"; return 1; }
     done
     if ldd /bin/busybox >/dev/null 2>&1; then
@@ -388,6 +420,8 @@ docker_services_start() {
     ip link show docker_gwbridge >/dev/null 2>&1 && DSVC_GWBRIDGE_PREEXISTED=1
     DSVC_IPFWD_BEFORE="$(cat /proc/sys/net/ipv4/ip_forward 2>/dev/null || true)"
 
+    _dsvc_make_tls || { _dsvc_err "openssl could not make the TLS test files"; return 1; }
+    DSVC_TLS_PORT="$(_dsvc_free_port)"
     local driver=""
     # shellcheck disable=SC2086
     for c in ${DOCKER_SERVICES_STORAGE_DRIVER:-overlay2 vfs}; do
@@ -399,6 +433,8 @@ docker_services_start() {
     done
     [ -n "$driver" ] || { docker_services_logs >&2; _dsvc_err "dockerd did not start"; return 1; }
     export REGISTRY_TEST_DOCKER_HOST="unix://$DSVC_TMP/docker.sock"
+    export REGISTRY_TEST_DOCKER_TLS_HOST="tcp://127.0.0.1:$DSVC_TLS_PORT"
+    export REGISTRY_TEST_DOCKER_TLS_DIR="$DSVC_TMP/tls"
     export REGISTRY_TEST_DOCKER_API_VERSION
     REGISTRY_TEST_DOCKER_API_VERSION="$(_dsvc_docker version --format '{{.Server.APIVersion}}' || true)"
     export REGISTRY_TEST_DOCKER_CLI="$DSVC_DOCKER"
@@ -471,7 +507,8 @@ docker_services_stop() {
     unset REGISTRY_TEST_DOCKER_HOST REGISTRY_TEST_DOCKER_API_VERSION REGISTRY_TEST_DOCKER_CLI \
         REGISTRY_TEST_DOCKER_COMPOSE REGISTRY_TEST_DISTRIBUTION REGISTRY_TEST_DISTRIBUTION_USER \
         REGISTRY_TEST_DISTRIBUTION_PASSWORD REGISTRY_TEST_DISTRIBUTION_HTPASSWD \
-        REGISTRY_TEST_IMAGE REGISTRY_TEST_IMAGE_DIGEST REGISTRY_TEST_SWARM
+        REGISTRY_TEST_IMAGE REGISTRY_TEST_IMAGE_DIGEST REGISTRY_TEST_SWARM \
+        REGISTRY_TEST_DOCKER_TLS_HOST REGISTRY_TEST_DOCKER_TLS_DIR
 }
 
 docker_services_logs() {

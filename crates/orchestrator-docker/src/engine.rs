@@ -21,6 +21,7 @@ use secrecy::ExposeSecret;
 use tokio::sync::OnceCell;
 
 use crate::errors;
+use crate::tls::EngineTls;
 
 /// How long one Engine API request may take to answer (a pull's answer is
 /// its first progress message), unless [`DockerTarget::with_request_timeout`]
@@ -35,9 +36,10 @@ pub const DEFAULT_TCP_PORT: u16 = 2375;
 /// The Engine API header that carries a registry login.
 const REGISTRY_AUTH: HeaderName = HeaderName::from_static("x-registry-auth");
 
-/// Where a Docker engine listens: `unix:///path/docker.sock`, or plain HTTP
-/// as `tcp://host:port` or `http://host:port` (port 2375 when none is
-/// given). TLS and SSH endpoints are not supported.
+/// Where a Docker engine listens: `unix:///path/docker.sock`,
+/// `tcp://host:port` (plain, or TLS when the target has [`EngineTls`]),
+/// `http://host:port`, or `https://host:port` (TLS). Port 2375 when none is
+/// given. SSH endpoints are not supported.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     /// The URI as configured (trimmed), for messages.
@@ -48,8 +50,10 @@ pub struct Endpoint {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Transport {
     Unix(PathBuf),
-    /// `host:port`.
+    /// `host:port`, from `tcp://` or `http://`.
     Http(String),
+    /// `host:port`, from `https://`: TLS only.
+    Https(String),
 }
 
 impl Endpoint {
@@ -68,7 +72,7 @@ impl Endpoint {
                 transport: Transport::Unix(PathBuf::from(path)),
             });
         }
-        for scheme in ["tcp://", "http://"] {
+        for scheme in ["tcp://", "http://", "https://"] {
             let Some(rest) = uri.strip_prefix(scheme) else {
                 continue;
             };
@@ -87,21 +91,49 @@ impl Endpoint {
                 Some(Err(())) => return Err(invalid("the port is not a number from 1 to 65535")),
                 None => format!("{authority}:{DEFAULT_TCP_PORT}"),
             };
+            let transport = if scheme == "https://" {
+                Transport::Https(authority)
+            } else {
+                Transport::Http(authority)
+            };
             return Ok(Self {
                 uri: uri.to_owned(),
-                transport: Transport::Http(authority),
+                transport,
             });
         }
         Err(invalid(
-            "use unix:///path/docker.sock, tcp://host:port or http://host:port (TLS and SSH endpoints are not supported)",
+            "use unix:///path/docker.sock, tcp://host:port, http://host:port or https://host:port \
+             (SSH endpoints are not supported)",
         ))
+    }
+
+    /// Whether the engine is on this machine: a unix socket, or a TCP
+    /// endpoint whose host is `localhost` or a loopback address.
+    pub fn is_local(&self) -> bool {
+        let authority = match &self.transport {
+            Transport::Unix(_) => return true,
+            Transport::Http(authority) | Transport::Https(authority) => authority,
+        };
+        let host = match authority.rfind(']') {
+            Some(end) => authority[..end].trim_start_matches('['),
+            None => authority.rsplit_once(':').map_or(authority.as_str(), |(host, _)| host),
+        };
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.to_canonical().is_loopback())
+    }
+
+    /// Whether the endpoint's scheme demands TLS (`https://`).
+    pub fn requires_tls(&self) -> bool {
+        matches!(self.transport, Transport::Https(_))
     }
 
     /// The socket path of a `unix://` endpoint.
     pub fn socket_path(&self) -> Option<&Path> {
         match &self.transport {
             Transport::Unix(path) => Some(path),
-            Transport::Http(_) => None,
+            Transport::Http(_) | Transport::Https(_) => None,
         }
     }
 
@@ -140,6 +172,7 @@ pub struct DockerTarget {
     endpoint: Endpoint,
     request_timeout: Duration,
     pull_timeout: Duration,
+    tls: Option<EngineTls>,
     client: OnceCell<Client>,
 }
 
@@ -158,8 +191,22 @@ impl DockerTarget {
             endpoint: Endpoint::parse(endpoint)?,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             pull_timeout: DEFAULT_PULL_TIMEOUT,
+            tls: None,
             client: OnceCell::new(),
         })
+    }
+
+    /// A target for a TCP engine over TLS (`tcp://` or `https://`).
+    pub fn with_tls(endpoint: &str, tls: EngineTls) -> Result<Self, TargetError> {
+        let mut target = Self::new(endpoint)?;
+        if target.endpoint.socket_path().is_some() {
+            return Err(TargetError::Other(format!(
+                "Docker endpoint {} is a unix socket: TLS settings apply to tcp:// and https:// endpoints",
+                target.endpoint
+            )));
+        }
+        target.tls = Some(tls);
+        Ok(target)
     }
 
     /// Sets how long one request may take to answer (whole seconds, at least 1).
@@ -220,7 +267,16 @@ impl DockerTarget {
         let secs = self.request_timeout.as_secs().max(1);
         let connected = match &self.endpoint.transport {
             Transport::Unix(path) => Docker::connect_with_unix(&path.to_string_lossy(), secs, API_DEFAULT_VERSION),
-            Transport::Http(authority) => Docker::connect_with_http(authority, secs, API_DEFAULT_VERSION),
+            Transport::Http(authority) | Transport::Https(authority) => match &self.tls {
+                Some(tls) => tls.connect(authority, secs),
+                None if self.endpoint.requires_tls() => {
+                    return Err(TargetError::Other(format!(
+                        "Docker endpoint {} is https:// but the target has no TLS settings (tls_ca_file)",
+                        self.endpoint
+                    )));
+                }
+                None => Docker::connect_with_http(authority, secs, API_DEFAULT_VERSION),
+            },
         };
         let docker = connected.map_err(|e| self.engine_error("connecting", e))?;
         // Lowers the client's version to the daemon's when that is older
@@ -419,11 +475,28 @@ mod tests {
             let endpoint = Endpoint::parse(uri).unwrap();
             assert_eq!(endpoint.transport, Transport::Http(authority.to_owned()), "{uri}");
             assert_eq!(endpoint.as_str(), uri);
+            assert!(!endpoint.requires_tls());
+        }
+        let https = Endpoint::parse("https://docker.internal:2376").unwrap();
+        assert_eq!(https.transport, Transport::Https("docker.internal:2376".to_owned()));
+        assert!(https.requires_tls() && !https.is_local());
+        for (uri, local) in [
+            ("unix:///run/docker.sock", true),
+            ("tcp://127.0.0.1:2375", true),
+            ("tcp://127.8.0.1", true),
+            ("tcp://LOCALHOST:2375", true),
+            ("tcp://[::1]:2375", true),
+            ("tcp://[::ffff:127.0.0.1]:2375", true),
+            ("tcp://10.0.0.9:2375", false),
+            ("tcp://docker.internal", false),
+            ("tcp://[2001:db8::1]:2375", false),
+        ] {
+            assert_eq!(Endpoint::parse(uri).unwrap().is_local(), local, "{uri}");
         }
         for bad in [
             "unix://relative.sock",
             "unix://",
-            "https://127.0.0.1:2376",
+            "https://",
             "ssh://host",
             "npipe:////./pipe/docker_engine",
             "/run/docker.sock",

@@ -2,7 +2,7 @@
 //! connection and the authenticated pull, so they live in one crate.
 //!
 //! - [`engine`] — [`DockerTarget`]: an endpoint URI (`unix://`, `tcp://`,
-//!   `http://`), a bollard client whose API version is negotiated with the
+//!   `http://`, `https://`), a bollard client whose API version is negotiated with the
 //!   daemon, and the [`DockerEngine`](registry_core::ports::orchestrators::DockerEngine)
 //!   port: [`check`](registry_core::ports::orchestrators::DockerEngine::check) (the engine
 //!   answers; for Swarm, it is an active manager) and
@@ -10,6 +10,8 @@
 //!   in one request, returning the repository digest);
 //! - [`swarm`] — services created and updated with a registry auth, as
 //!   `docker service create/update --with-registry-auth` does;
+//! - [`tls`] — engines over TLS as `docker --tlsverify` reaches them (CA,
+//!   client certificate and key);
 //! - [`compose`] — an isolated docker config for callers that run the compose
 //!   CLI ([`write_isolated_docker_config`]);
 //! - `errors` (private) — how Engine API failures become
@@ -34,6 +36,8 @@ pub mod compose;
 pub mod engine;
 mod errors;
 pub mod swarm;
+pub mod tls;
 
 pub use compose::{DOCKER_CONFIG_FILE, write_isolated_docker_config};
 pub use engine::{DockerTarget, Endpoint};
+pub use tls::{EngineTls, TlsFiles};

@@ -368,27 +368,86 @@ pub enum TargetConfig {
         #[serde(default = "watch_by_default")]
         watch: bool,
     },
-    Swarm {
-        /// The organizations that may deploy here, or `["*"]`.
-        organizations: Vec<String>,
-        /// The Docker endpoint of a swarm manager (`unix:///var/run/docker.sock`).
-        endpoint: String,
-    },
-    Compose {
-        /// The organizations that may deploy here, or `["*"]`. The engine's
-        /// image cache is shared by every organization deploying there.
-        organizations: Vec<String>,
-        /// The Docker endpoint of the host compose runs on.
-        endpoint: String,
-    },
+    /// A swarm manager's engine: services get the login with
+    /// `--with-registry-auth`.
+    Swarm(EngineTarget),
+    /// The engine of the host compose runs on. Its image cache is shared by
+    /// every organization deploying there.
+    Compose(EngineTarget),
+}
+
+/// A Docker engine target (Swarm or Compose).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineTarget {
+    /// The organizations that may deploy here, or `["*"]`.
+    pub organizations: Vec<String>,
+    /// `unix:///var/run/docker.sock`, `tcp://host:port`, `http://host:port`
+    /// or `https://host:port`.
+    pub endpoint: String,
+    /// TLS, as `docker --tlsverify --tlscacert`: the CA the engine's
+    /// certificate must chain to.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// The client certificate (`--tlscert`), with `tls_key_file`.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The client key (`--tlskey`).
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// Allow a plain `tcp://`/`http://` engine on another host (the Engine
+    /// API is root-equivalent and the login travels in its headers).
+    #[serde(default)]
+    pub insecure_plaintext: bool,
+}
+
+impl EngineTarget {
+    /// The TLS files, when the target uses TLS.
+    pub fn tls_files(&self) -> Option<orchestrator_docker::TlsFiles> {
+        Some(orchestrator_docker::TlsFiles {
+            ca: self.tls_ca_file.clone()?,
+            client: self.tls_cert_file.clone().zip(self.tls_key_file.clone()),
+        })
+    }
+
+    /// What serde cannot check: the endpoint parses, TLS settings are
+    /// whole, and a remote engine is not reached in clear by accident.
+    fn validate(&self) -> Result<(), String> {
+        let endpoint = orchestrator_docker::Endpoint::parse(&self.endpoint).map_err(|e| e.to_string())?;
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err("tls_cert_file and tls_key_file go together".into());
+        }
+        let tls = self.tls_ca_file.is_some();
+        if self.tls_cert_file.is_some() && !tls {
+            return Err("tls_cert_file needs tls_ca_file (the CA the engine's certificate chains to)".into());
+        }
+        if tls && endpoint.socket_path().is_some() {
+            return Err("TLS settings apply to tcp:// and https:// endpoints, not a unix socket".into());
+        }
+        if endpoint.requires_tls() && !tls {
+            return Err(format!("{} is https:// and needs tls_ca_file", self.endpoint));
+        }
+        if tls && self.insecure_plaintext {
+            return Err("insecure_plaintext = true and tls_ca_file contradict each other: choose one".into());
+        }
+        if !tls && !endpoint.is_local() && !self.insecure_plaintext {
+            return Err(format!(
+                "{} is another host's engine in plaintext: the Engine API is root-equivalent and the registry \
+                 login travels in its headers. Set tls_ca_file, tls_cert_file and tls_key_file (as \
+                 docker --tlsverify), or insecure_plaintext = true on a network you trust",
+                self.endpoint
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl TargetConfig {
     /// The organizations the target is open to.
     pub fn organizations(&self) -> Result<Organizations, String> {
         let (Self::Kubernetes { organizations, .. }
-        | Self::Swarm { organizations, .. }
-        | Self::Compose { organizations, .. }) = self;
+        | Self::Swarm(EngineTarget { organizations, .. })
+        | Self::Compose(EngineTarget { organizations, .. })) = self;
         Organizations::from_list(organizations.iter().cloned())
     }
 }
@@ -628,14 +687,11 @@ impl Config {
                         return invalid(format!("targets.{name}.namespace_template {reason}"));
                     }
                 }
-                TargetConfig::Swarm { endpoint, .. } | TargetConfig::Compose { endpoint, .. }
-                    if !["unix://", "tcp://", "http://"].iter().any(|s| endpoint.starts_with(s)) =>
-                {
-                    return invalid(format!(
-                        "targets.{name}.endpoint must be unix://, tcp:// or http:// (TLS endpoints are not supported), not {endpoint:?}"
-                    ));
+                TargetConfig::Swarm(engine) | TargetConfig::Compose(engine) => {
+                    if let Err(reason) = engine.validate() {
+                        return invalid(format!("targets.{name}: {reason}"));
+                    }
                 }
-                TargetConfig::Swarm { .. } | TargetConfig::Compose { .. } => {}
             }
         }
         if let Some(url) = &self.ecr.endpoint_url
@@ -898,6 +954,58 @@ mod tests {
                 .to_string()
                 .contains("needs tls.cert_file")
         );
+    }
+
+    #[test]
+    fn docker_engines_on_other_hosts_need_tls_or_an_explicit_insecure_plaintext() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("registry.toml");
+        let load = |engine: &str| {
+            std::fs::write(
+                &file,
+                format!("[targets.swarm]\nkind = \"swarm\"\norganizations = [\"acme\"]\n{engine}"),
+            )
+            .unwrap();
+            Config::load_from(Some(&file), std::iter::empty(), &Overrides::default()).map_err(|e| e.to_string())
+        };
+        for local in [
+            "endpoint = \"unix:///var/run/docker.sock\"",
+            "endpoint = \"tcp://127.0.0.1:2375\"",
+            "endpoint = \"http://localhost:2375\"",
+            "endpoint = \"tcp://[::1]:2375\"",
+        ] {
+            load(local).unwrap();
+        }
+        let err = load("endpoint = \"tcp://10.0.0.9:2375\"").unwrap_err();
+        assert!(err.contains("targets.swarm") && err.contains("tls_ca_file"), "{err}");
+        load("endpoint = \"tcp://10.0.0.9:2375\"\ninsecure_plaintext = true").unwrap();
+        let tls = "tls_ca_file = \"/etc/docker/ca.pem\"\ntls_cert_file = \"/etc/docker/cert.pem\"\n\
+                   tls_key_file = \"/etc/docker/key.pem\"";
+        let config = load(&format!("endpoint = \"tcp://10.0.0.9:2376\"\n{tls}")).unwrap();
+        let TargetConfig::Swarm(engine) = &config.targets["swarm"] else {
+            panic!("a swarm target")
+        };
+        let files = engine.tls_files().unwrap();
+        assert_eq!(files.ca, PathBuf::from("/etc/docker/ca.pem"));
+        assert!(files.client.is_some());
+        load(&format!("endpoint = \"https://docker.internal:2376\"\n{tls}")).unwrap();
+        let err = load("endpoint = \"https://docker.internal:2376\"").unwrap_err();
+        assert!(err.contains("https://") && err.contains("tls_ca_file"), "{err}");
+        let err = load("endpoint = \"tcp://10.0.0.9:2376\"\ntls_cert_file = \"/c.pem\"\ntls_key_file = \"/k.pem\"")
+            .unwrap_err();
+        assert!(err.contains("needs tls_ca_file"), "{err}");
+        let err = load("endpoint = \"tcp://10.0.0.9:2376\"\ntls_ca_file = \"/ca.pem\"\ntls_key_file = \"/k.pem\"")
+            .unwrap_err();
+        assert!(err.contains("go together"), "{err}");
+        let err = load(&format!("endpoint = \"unix:///var/run/docker.sock\"\n{tls}")).unwrap_err();
+        assert!(err.contains("unix socket"), "{err}");
+        let err = load(&format!(
+            "endpoint = \"tcp://10.0.0.9:2376\"\n{tls}\ninsecure_plaintext = true"
+        ))
+        .unwrap_err();
+        assert!(err.contains("contradict"), "{err}");
+        let err = load("endpoint = \"tcp://10.0.0.9:2376\"\ntls_verify = true").unwrap_err();
+        assert!(err.contains("tls_verify"), "{err}");
     }
 
     #[test]

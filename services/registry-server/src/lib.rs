@@ -542,12 +542,8 @@ async fn targets(
                     api: cluster,
                 }
             }
-            TargetConfig::Swarm { endpoint, .. } => TargetKind::Swarm(Arc::new(
-                orchestrator_docker::DockerTarget::new(endpoint).map_err(|e| error(e.to_string()))?,
-            )),
-            TargetConfig::Compose { endpoint, .. } => TargetKind::Compose(Arc::new(
-                orchestrator_docker::DockerTarget::new(endpoint).map_err(|e| error(e.to_string()))?,
-            )),
+            TargetConfig::Swarm(engine) => TargetKind::Swarm(Arc::new(docker_target(engine).map_err(error)?)),
+            TargetConfig::Compose(engine) => TargetKind::Compose(Arc::new(docker_target(engine).map_err(error)?)),
         };
         let target = Target { organizations, kind };
         tracing::info!(
@@ -559,6 +555,26 @@ async fn targets(
         targets.push((name.clone(), target));
     }
     Ok((Targets::new(targets), clusters))
+}
+
+/// A Docker engine target, over TLS when configured (the files are read
+/// and checked now).
+fn docker_target(engine: &config::EngineTarget) -> Result<orchestrator_docker::DockerTarget, String> {
+    let target = match engine.tls_files() {
+        Some(files) => {
+            let tls = orchestrator_docker::EngineTls::load(&files).map_err(|e| e.to_string())?;
+            orchestrator_docker::DockerTarget::with_tls(&engine.endpoint, tls)
+        }
+        None => orchestrator_docker::DockerTarget::new(&engine.endpoint),
+    };
+    let target = target.map_err(|e| e.to_string())?;
+    if engine.insecure_plaintext && !target.endpoint().is_local() {
+        tracing::warn!(
+            endpoint = %target.endpoint(),
+            "INSECURE PLAINTEXT Docker engine: registry logins cross the network in clear (insecure_plaintext = true)"
+        );
+    }
+    Ok(target)
 }
 
 /// The live connection test's client: the system's certificate

@@ -14,7 +14,7 @@ use registry_e2e::{Caller, Deployer, TestServer, default_config};
 use registry_proto::v1 as pb;
 use registry_proto::v1::credentials::Kind;
 use registry_proto::v1::prepare_deployment_response::Deployment;
-use registry_server::config::TargetConfig;
+use registry_server::config::{EngineTarget, TargetConfig};
 use registry_testkit::distribution::{Distribution, htpasswd_set};
 use registry_testkit::require_service;
 use tonic::Code;
@@ -22,6 +22,10 @@ use tonic::Code;
 /// The test bed, or `None` (after a loud message) when it is not running.
 struct Bed {
     docker_host: String,
+    /// The same engine on loopback TCP with `--tlsverify`, and the
+    /// directory of its CA and client certificate.
+    tls_host: String,
+    tls_dir: PathBuf,
     htpasswd: PathBuf,
     compose: String,
     registry: Distribution,
@@ -35,6 +39,8 @@ fn bed() -> Option<Bed> {
     let image = ImageReference::parse(&require_service("the test image", "REGISTRY_TEST_IMAGE")?).unwrap();
     Some(Bed {
         docker_host,
+        tls_host: require_service("dockerd with --tlsverify", "REGISTRY_TEST_DOCKER_TLS_HOST")?,
+        tls_dir: require_service("the docker TLS files", "REGISTRY_TEST_DOCKER_TLS_DIR")?.into(),
         htpasswd: require_service("htpasswd", "REGISTRY_TEST_DISTRIBUTION_HTPASSWD")?.into(),
         compose: require_service("docker-compose", "REGISTRY_TEST_DOCKER_COMPOSE")?,
         registry: Distribution::from_env()?,
@@ -51,8 +57,10 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{:x}-{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
 }
 
-/// A server with targets "swarm" and "compose", a registry user and image
-/// repository of the test's own, and a Custom registry saved for them.
+/// A server with targets "swarm" (the unix socket) and "compose" (the same
+/// engine over TLS with a client certificate, as `docker --tlsverify`), a
+/// registry user and image repository of the test's own, and a Custom
+/// registry saved for them.
 struct Setup {
     server: TestServer,
     bed: Bed,
@@ -78,17 +86,22 @@ impl Setup {
         for (name, target) in [
             (
                 "swarm",
-                TargetConfig::Swarm {
+                TargetConfig::Swarm(EngineTarget {
                     organizations: vec!["acme".into()],
                     endpoint: bed.docker_host.clone(),
-                },
+                    ..EngineTarget::default()
+                }),
             ),
             (
                 "compose",
-                TargetConfig::Compose {
+                TargetConfig::Compose(EngineTarget {
                     organizations: vec!["acme".into()],
-                    endpoint: bed.docker_host.clone(),
-                },
+                    endpoint: bed.tls_host.clone(),
+                    tls_ca_file: Some(bed.tls_dir.join("ca.pem")),
+                    tls_cert_file: Some(bed.tls_dir.join("cert.pem")),
+                    tls_key_file: Some(bed.tls_dir.join("key.pem")),
+                    insecure_plaintext: false,
+                }),
             ),
         ] {
             config.targets.insert(name.into(), target);
@@ -341,10 +354,11 @@ async fn an_unreachable_engine_is_unavailable_and_records_nothing() {
     let missing = format!("unix://{}/no-such.sock", dir.path().display());
     config.targets.insert(
         "compose".into(),
-        TargetConfig::Compose {
+        TargetConfig::Compose(EngineTarget {
             organizations: vec!["acme".into()],
             endpoint: missing,
-        },
+            ..EngineTarget::default()
+        }),
     );
     let server = TestServer::start_with(config).await.unwrap();
     let registry = server

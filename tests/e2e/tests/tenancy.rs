@@ -11,7 +11,7 @@ use registry_e2e::{Deployer, TestServer, default_config, write_kubeconfig};
 use registry_proto::v1 as pb;
 use registry_proto::v1::credentials::Kind;
 use registry_proto::v1::prepare_deployment_response::Deployment;
-use registry_server::config::{Config, TargetConfig};
+use registry_server::config::{Config, EngineTarget, TargetConfig};
 use registry_testkit::kube_api::KubeSim;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -212,17 +212,19 @@ async fn organizations_deploy_only_to_their_targets_of_every_kind() {
     for (name, target) in [
         (
             "swarm",
-            TargetConfig::Swarm {
+            TargetConfig::Swarm(EngineTarget {
                 organizations: vec!["acme".into()],
                 endpoint: nowhere.clone(),
-            },
+                ..EngineTarget::default()
+            }),
         ),
         (
             "compose",
-            TargetConfig::Compose {
+            TargetConfig::Compose(EngineTarget {
                 organizations: vec!["acme".into()],
                 endpoint: nowhere.clone(),
-            },
+                ..EngineTarget::default()
+            }),
         ),
     ] {
         config.targets.insert(name.into(), target);
