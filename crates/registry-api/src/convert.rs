@@ -1,6 +1,8 @@
 //! Protobuf messages <-> domain types.
 
+use registry_core::audit::{AuditAction, AuditOutcome};
 use registry_core::kind::FieldSpec;
+use registry_core::ports::store::RecordedAuditEvent;
 use registry_core::{Credentials, Error, Registry, RegistryKind, Timestamp};
 use registry_proto::v1 as pb;
 use secrecy::SecretString;
@@ -83,6 +85,65 @@ pub fn credentials_from_proto(credentials: Option<pb::Credentials>) -> Option<Cr
         },
         Kind::Public(pb::PublicCredentials {}) => Credentials::Public,
     })
+}
+
+/// A protobuf timestamp as a domain one (microseconds), `None` when unset.
+pub fn timestamp_from_proto(t: Option<prost_types::Timestamp>, field: &str) -> Result<Option<Timestamp>, Error> {
+    let Some(t) = t else { return Ok(None) };
+    if !(0..1_000_000_000).contains(&t.nanos) {
+        return Err(Error::invalid(field, "nanos must be from 0 to 999999999"));
+    }
+    let micros = t
+        .seconds
+        .checked_mul(1_000_000)
+        .and_then(|s| s.checked_add(i64::from(t.nanos / 1000)))
+        .ok_or_else(|| Error::invalid(field, "is out of range"))?;
+    Ok(Some(Timestamp(micros)))
+}
+
+const AUDIT_ACTIONS: [(AuditAction, pb::AuditAction); 8] = [
+    (AuditAction::RegistryCreate, pb::AuditAction::RegistryCreate),
+    (AuditAction::RegistryUpdate, pb::AuditAction::RegistryUpdate),
+    (AuditAction::RegistryDelete, pb::AuditAction::RegistryDelete),
+    (AuditAction::RegistryTest, pb::AuditAction::RegistryTest),
+    (AuditAction::DeploymentPrepare, pb::AuditAction::DeploymentPrepare),
+    (AuditAction::DeploymentRelease, pb::AuditAction::DeploymentRelease),
+    (AuditAction::CredentialsResolve, pb::AuditAction::CredentialsResolve),
+    (AuditAction::PullSecretRepair, pb::AuditAction::PullSecretRepair),
+];
+
+/// An audit action filter: `None` for UNSPECIFIED.
+pub fn audit_action_from_proto(value: i32, field: &str) -> Result<Option<AuditAction>, Error> {
+    match pb::AuditAction::try_from(value) {
+        Ok(pb::AuditAction::Unspecified) => Ok(None),
+        Ok(action) => Ok(AUDIT_ACTIONS.iter().find(|(_, p)| *p == action).map(|(a, _)| *a)),
+        Err(_) => Err(Error::invalid(field, format!("{value} is not an AuditAction"))),
+    }
+}
+
+/// The protobuf view of a stored audit event.
+pub fn audit_event_to_proto(recorded: RecordedAuditEvent) -> pb::AuditEvent {
+    let event = recorded.event;
+    let action = AUDIT_ACTIONS
+        .iter()
+        .find(|(a, _)| *a == event.action)
+        .map_or(pb::AuditAction::Unspecified, |(_, p)| *p);
+    let outcome = match event.outcome {
+        AuditOutcome::Ok => pb::AuditOutcome::Ok,
+        AuditOutcome::Denied => pb::AuditOutcome::Denied,
+        AuditOutcome::Invalid => pb::AuditOutcome::Invalid,
+        AuditOutcome::Forced => pb::AuditOutcome::Forced,
+        AuditOutcome::Failed => pb::AuditOutcome::Failed,
+    };
+    pb::AuditEvent {
+        id: recorded.id,
+        time: Some(timestamp(event.at)),
+        actor: event.actor,
+        action: action.into(),
+        registry_id: event.registry_id.map(|id| id.to_string()).unwrap_or_default(),
+        outcome: outcome.into(),
+        detail: event.detail,
+    }
 }
 
 /// A domain timestamp as a protobuf one.
@@ -178,5 +239,38 @@ mod tests {
         assert!(ecr.fields[..3].iter().all(|f| f.required));
         assert!(ecr.fields[1].secret && !ecr.fields[2].secret);
         assert!(ecr.fields[3].name == "session_token" && ecr.fields[3].secret && !ecr.fields[3].required);
+    }
+}
+
+#[cfg(test)]
+mod audit_tests {
+    use super::*;
+
+    #[test]
+    fn every_audit_action_has_its_protobuf_value() {
+        for action in AuditAction::ALL {
+            let (_, proto) = AUDIT_ACTIONS.iter().find(|(a, _)| *a == action).unwrap();
+            assert_eq!(
+                audit_action_from_proto((*proto).into(), "action").unwrap(),
+                Some(action)
+            );
+        }
+        assert_eq!(audit_action_from_proto(0, "action").unwrap(), None);
+        assert!(audit_action_from_proto(99, "action").is_err());
+    }
+
+    #[test]
+    fn timestamps_convert_to_microseconds() {
+        let t = prost_types::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 123_456_789,
+        };
+        assert_eq!(
+            timestamp_from_proto(Some(t), "start_time").unwrap(),
+            Some(Timestamp(1_700_000_000_123_456))
+        );
+        let bad = prost_types::Timestamp { seconds: 0, nanos: -1 };
+        assert!(timestamp_from_proto(Some(bad), "start_time").is_err());
+        assert_eq!(timestamp_from_proto(None, "start_time").unwrap(), None);
     }
 }

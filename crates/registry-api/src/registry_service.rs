@@ -1,5 +1,6 @@
 //! `platform.registry.v1.RegistryService` over the domain use cases.
 
+use registry_core::audit_trail::AuditFilter;
 use registry_core::ports::login::{LiveOutcome, LiveReport};
 use registry_core::registries::{NewRegistry, Registries, RegistryPatch, TestMode, TestSubject};
 use registry_core::{Error, FieldViolation};
@@ -8,7 +9,10 @@ use registry_proto::v1::registry_service_server::RegistryService;
 use tonic::{Request, Response, Status};
 
 use crate::auth::principal;
-use crate::convert::{credentials_from_proto, kind_from_proto, registry_to_proto, registry_types};
+use crate::convert::{
+    audit_action_from_proto, audit_event_to_proto, credentials_from_proto, kind_from_proto, registry_to_proto,
+    registry_types, timestamp_from_proto,
+};
 use crate::status::reply;
 
 /// The gRPC face of [`Registries`].
@@ -129,6 +133,13 @@ impl RegistryService for RegistryApi {
     ) -> Reply<pb::TestRegistryConnectionResponse> {
         reply(self.test(request).await)
     }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> Reply<pb::ListAuditEventsResponse> {
+        reply(self.audit_events(request).await)
+    }
 }
 
 /// The RPCs in domain terms: each maps its error to a status once, in
@@ -170,6 +181,29 @@ impl RegistryApi {
             .await?;
         Ok(pb::ListRegistriesResponse {
             registries: page.registries.into_iter().map(registry_to_proto).collect(),
+            next_page_token: page.next_page_token,
+        })
+    }
+
+    async fn audit_events(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> Result<pb::ListAuditEventsResponse, Error> {
+        let principal = principal(&request)?;
+        let request = request.into_inner();
+        let filter = AuditFilter {
+            registry_id: request.registry_id,
+            actor: request.actor,
+            action: audit_action_from_proto(request.action, "action")?,
+            since: timestamp_from_proto(request.start_time, "start_time")?,
+            until: timestamp_from_proto(request.end_time, "end_time")?,
+        };
+        let page = self
+            .registries
+            .audit_trail(&principal, &filter, request.page_size, &request.page_token)
+            .await?;
+        Ok(pb::ListAuditEventsResponse {
+            events: page.events.into_iter().map(audit_event_to_proto).collect(),
             next_page_token: page.next_page_token,
         })
     }

@@ -17,11 +17,13 @@
 //!
 //! Use cases:
 //! - [`registries`] — create, read, list, update (rename, rotate), delete, test;
+//! - [`audit_trail`] — reading the audit trail (the `auditor` role);
 //! - [`deployments`] — prepare and release deployments, hand out logins;
 //! - [`sync`] — the pull Secret sync loop (rotation fan-out, deletion);
 //! - [`drift`] — repair of pull Secrets changed behind the service's back.
 
 pub mod audit;
+pub mod audit_trail;
 pub mod credentials;
 pub mod deployments;
 pub mod drift;

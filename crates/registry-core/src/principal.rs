@@ -12,12 +12,15 @@ pub enum Role {
     Writer,
     /// Receives credentials at deploy time.
     Deployer,
-    /// Everything a writer and deployer may do.
+    /// Everything a writer and deployer may do, and reading the audit
+    /// trail.
     Admin,
+    /// Reads the audit trail (nothing else).
+    Auditor,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Self::Reader, Self::Writer, Self::Deployer, Self::Admin];
+    pub const ALL: [Role; 5] = [Self::Reader, Self::Writer, Self::Deployer, Self::Admin, Self::Auditor];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -25,6 +28,7 @@ impl Role {
             Self::Writer => "writer",
             Self::Deployer => "deployer",
             Self::Admin => "admin",
+            Self::Auditor => "auditor",
         }
     }
 
@@ -41,7 +45,7 @@ impl fmt::Display for Role {
 
 /// The text is not a role name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown role {0:?} (expected reader, writer, deployer or admin)")]
+#[error("unknown role {0:?} (expected reader, writer, deployer, admin or auditor)")]
 pub struct UnknownRole(pub String);
 
 impl FromStr for Role {

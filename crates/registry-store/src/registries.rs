@@ -2,7 +2,9 @@
 
 use async_trait::async_trait;
 use registry_core::audit::AuditEvent;
-use registry_core::ports::store::{Inserted, KeySample, ListQuery, RegistryStore, StoreError, WriteOutcome};
+use registry_core::ports::store::{
+    AuditQuery, Inserted, KeySample, ListQuery, RecordedAuditEvent, RegistryStore, StoreError, WriteOutcome,
+};
 use registry_core::{RegistryId, StoredRegistry};
 use sea_orm::sea_query::{Expr, LockType};
 use sea_orm::{
@@ -323,15 +325,39 @@ impl RegistryStore for SeaStore {
         Ok(self.read_key_samples().await?)
     }
 
-    async fn audit_events(&self, organization: &str, limit: u64) -> Result<Vec<AuditEvent>, StoreError> {
+    async fn audit_page(&self, query: &AuditQuery) -> Result<Vec<RecordedAuditEvent>, StoreError> {
         use audit_events::Column;
-        let rows = audit_events::Entity::find()
-            .filter(Column::Organization.eq(organization))
+        let mut select = audit_events::Entity::find().filter(Column::Organization.eq(&query.organization));
+        if let Some(id) = &query.registry_id {
+            select = select.filter(Column::RegistryId.eq(id.to_string()));
+        }
+        if let Some(actor) = &query.actor {
+            select = select.filter(Column::Actor.eq(actor));
+        }
+        if let Some(action) = query.action {
+            select = select.filter(Column::Action.eq(action.as_str()));
+        }
+        if let Some(since) = query.since {
+            select = select.filter(Column::At.gte(since.0));
+        }
+        if let Some(until) = query.until {
+            select = select.filter(Column::At.lt(until.0));
+        }
+        if let Some(before) = query.before_id {
+            select = select.filter(Column::Id.lt(before));
+        }
+        let rows = select
             .order_by_desc(Column::Id)
-            .limit(limit)
+            .limit(query.limit)
             .all(&self.reader)
             .await
             .map_err(crate::failure::Failure::from)?;
-        Ok(rows.into_iter().map(audit_from).collect::<Result<_>>()?)
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let id = row.id;
+                audit_from(row).map(|event| RecordedAuditEvent { id, event })
+            })
+            .collect::<Result<_>>()?)
     }
 }

@@ -294,6 +294,15 @@ impl Caller {
         Ok(self.client.test_registry_connection(request).await?.into_inner())
     }
 
+    /// A page of the organization's audit trail (the `auditor` role).
+    pub async fn audit_events(
+        &mut self,
+        request: pb::ListAuditEventsRequest,
+    ) -> Result<pb::ListAuditEventsResponse, Status> {
+        let request = self.request(request);
+        Ok(self.client.list_audit_events(request).await?.into_inner())
+    }
+
     /// Test Connection of a saved registry.
     pub async fn test_saved(&mut self, registry_id: &str) -> Result<pb::TestRegistryConnectionResponse, Status> {
         self.test(pb::TestRegistryConnectionRequest {

@@ -19,8 +19,8 @@ use registry_core::error::Error;
 use registry_core::login::StaticLogins;
 use registry_core::ports::orchestrators::{PullSecretApi, SecretVersion};
 use registry_core::ports::store::{
-    DeployStore, Inserted, IntentOutcome, KeySample, ListQuery, RegistryStore, SecretOutcome, StoreError, UsageIntent,
-    WriteOutcome,
+    AuditQuery, DeployStore, Inserted, IntentOutcome, KeySample, ListQuery, RecordedAuditEvent, RegistryStore,
+    SecretOutcome, StoreError, UsageIntent, WriteOutcome,
 };
 use registry_core::registries::{NewRegistry, Registries, RegistryPatch};
 use registry_core::sync::{SecretSync, SyncSettings, SyncTrigger};
@@ -143,8 +143,8 @@ impl RegistryStore for Hooked {
     async fn key_samples(&self) -> Result<Vec<KeySample>, StoreError> {
         self.inner.key_samples().await
     }
-    async fn audit_events(&self, org: &str, limit: u64) -> Result<Vec<AuditEvent>, StoreError> {
-        self.inner.audit_events(org, limit).await
+    async fn audit_page(&self, query: &AuditQuery) -> Result<Vec<RecordedAuditEvent>, StoreError> {
+        self.inner.audit_page(query).await
     }
 }
 

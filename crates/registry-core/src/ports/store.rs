@@ -8,7 +8,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 
-use crate::audit::AuditEvent;
+use crate::audit::{AuditAction, AuditEvent};
 use crate::kind::RegistryKind;
 use crate::ports::orchestrators::SecretVersion;
 use crate::registry::{RegistryId, StoredRegistry, Timestamp};
@@ -123,8 +123,54 @@ pub trait RegistryStore: Send + Sync + fmt::Debug + 'static {
     /// at start-up.
     async fn key_samples(&self) -> Result<Vec<KeySample>, StoreError>;
 
+    /// A page of an organization's audit trail, newest first.
+    async fn audit_page(&self, query: &AuditQuery) -> Result<Vec<RecordedAuditEvent>, StoreError>;
+
     /// The most recent audit events of an organization, newest first.
-    async fn audit_events(&self, organization: &str, limit: u64) -> Result<Vec<AuditEvent>, StoreError>;
+    async fn audit_events(&self, organization: &str, limit: u64) -> Result<Vec<AuditEvent>, StoreError> {
+        let page = self.audit_page(&AuditQuery::recent(organization, limit)).await?;
+        Ok(page.into_iter().map(|recorded| recorded.event).collect())
+    }
+}
+
+/// Which audit events to read: every filter that is set must match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditQuery {
+    pub organization: String,
+    pub registry_id: Option<RegistryId>,
+    pub actor: Option<String>,
+    pub action: Option<AuditAction>,
+    /// At or after.
+    pub since: Option<Timestamp>,
+    /// Before.
+    pub until: Option<Timestamp>,
+    /// Only events older than this one (the previous page's last).
+    pub before_id: Option<i64>,
+    pub limit: u64,
+}
+
+impl AuditQuery {
+    /// The newest `limit` events of `organization`.
+    pub fn recent(organization: &str, limit: u64) -> Self {
+        Self {
+            organization: organization.to_owned(),
+            registry_id: None,
+            actor: None,
+            action: None,
+            since: None,
+            until: None,
+            before_id: None,
+            limit,
+        }
+    }
+}
+
+/// A stored audit event and its place in the trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedAuditEvent {
+    /// Grows with every event.
+    pub id: i64,
+    pub event: AuditEvent,
 }
 
 /// The pull Secret a Kubernetes usage needs.
