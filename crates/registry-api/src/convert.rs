@@ -101,7 +101,7 @@ pub fn timestamp_from_proto(t: Option<prost_types::Timestamp>, field: &str) -> R
     Ok(Some(Timestamp(micros)))
 }
 
-const AUDIT_ACTIONS: [(AuditAction, pb::AuditAction); 8] = [
+const AUDIT_ACTIONS: [(AuditAction, pb::AuditAction); 10] = [
     (AuditAction::RegistryCreate, pb::AuditAction::RegistryCreate),
     (AuditAction::RegistryUpdate, pb::AuditAction::RegistryUpdate),
     (AuditAction::RegistryDelete, pb::AuditAction::RegistryDelete),
@@ -110,6 +110,8 @@ const AUDIT_ACTIONS: [(AuditAction, pb::AuditAction); 8] = [
     (AuditAction::DeploymentRelease, pb::AuditAction::DeploymentRelease),
     (AuditAction::CredentialsResolve, pb::AuditAction::CredentialsResolve),
     (AuditAction::PullSecretRepair, pb::AuditAction::PullSecretRepair),
+    (AuditAction::RegistryRead, pb::AuditAction::RegistryRead),
+    (AuditAction::AuditRead, pb::AuditAction::AuditRead),
 ];
 
 /// An audit action filter: `None` for UNSPECIFIED.
@@ -134,6 +136,7 @@ pub fn audit_event_to_proto(recorded: RecordedAuditEvent) -> pb::AuditEvent {
         AuditOutcome::Invalid => pb::AuditOutcome::Invalid,
         AuditOutcome::Forced => pb::AuditOutcome::Forced,
         AuditOutcome::Failed => pb::AuditOutcome::Failed,
+        AuditOutcome::Replayed => pb::AuditOutcome::Replayed,
     };
     pb::AuditEvent {
         id: recorded.id,

@@ -24,10 +24,15 @@ pub enum AuditAction {
     CredentialsResolve,
     /// A pull Secret changed or deleted out of band is written again.
     PullSecretRepair,
+    /// Reading registries, their usages or sync state (audited when
+    /// refused).
+    RegistryRead,
+    /// Reading the audit trail (audited when refused).
+    AuditRead,
 }
 
 impl AuditAction {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 10] = [
         Self::RegistryCreate,
         Self::RegistryUpdate,
         Self::RegistryDelete,
@@ -36,6 +41,8 @@ impl AuditAction {
         Self::DeploymentRelease,
         Self::CredentialsResolve,
         Self::PullSecretRepair,
+        Self::RegistryRead,
+        Self::AuditRead,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +55,8 @@ impl AuditAction {
             Self::DeploymentRelease => "deployment.release",
             Self::CredentialsResolve => "credentials.resolve",
             Self::PullSecretRepair => "pull_secret.repair",
+            Self::RegistryRead => "registry.read",
+            Self::AuditRead => "audit.read",
         }
     }
 
@@ -69,10 +78,20 @@ pub enum AuditOutcome {
     /// A hand-out whose recorded intent was undone because the target
     /// refused it.
     Failed,
+    /// A create retried with a request id already used: the earlier
+    /// registry was answered, nothing was written.
+    Replayed,
 }
 
 impl AuditOutcome {
-    pub const ALL: [Self; 5] = [Self::Ok, Self::Denied, Self::Invalid, Self::Forced, Self::Failed];
+    pub const ALL: [Self; 6] = [
+        Self::Ok,
+        Self::Denied,
+        Self::Invalid,
+        Self::Forced,
+        Self::Failed,
+        Self::Replayed,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -81,6 +100,7 @@ impl AuditOutcome {
             Self::Invalid => "invalid",
             Self::Forced => "forced",
             Self::Failed => "failed",
+            Self::Replayed => "replayed",
         }
     }
 

@@ -58,7 +58,14 @@ impl Registries {
         page_size: i32,
         page_token: &str,
     ) -> Result<AuditPage> {
-        principal.require(Role::Auditor, "reading the audit trail")?;
+        self.require(
+            principal,
+            Role::Auditor,
+            "reading the audit trail",
+            AuditAction::AuditRead,
+            None,
+        )
+        .await?;
         let limit = match u64::try_from(page_size) {
             Err(_) => return Err(Error::invalid("page_size", "must not be negative")),
             Ok(0) => DEFAULT_PAGE_SIZE,

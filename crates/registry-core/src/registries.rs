@@ -150,6 +150,34 @@ pub struct Registries {
 }
 
 impl Registries {
+    /// `principal.require(role, what)`, with a refusal on record: `action`
+    /// refused, and the registry when the request named a valid id. A
+    /// refusal that cannot be recorded is still a refusal (and logged).
+    pub(crate) async fn require(
+        &self,
+        principal: &Principal,
+        role: Role,
+        what: &str,
+        action: AuditAction,
+        registry_id: Option<&str>,
+    ) -> Result<()> {
+        let Err(refused) = principal.require(role, what) else {
+            return Ok(());
+        };
+        let registry_id = registry_id.and_then(RegistryId::parse);
+        let event = AuditEvent::new(
+            principal,
+            action,
+            registry_id.as_ref(),
+            AuditOutcome::Denied,
+            format!("needs the {role} role"),
+        );
+        if let Err(error) = self.store.record(&event).await {
+            tracing::error!(%error, action = action.as_str(), "a refused call could not be audited");
+        }
+        Err(refused)
+    }
+
     pub fn new(store: Arc<dyn RegistryStore>, sealer: Arc<dyn Sealer>) -> Self {
         Self {
             store,
@@ -183,7 +211,14 @@ impl Registries {
 
     /// Saves a new registry after validating it.
     pub async fn create(&self, principal: &Principal, new: NewRegistry) -> Result<Registry> {
-        principal.require(Role::Writer, "creating a registry")?;
+        self.require(
+            principal,
+            Role::Writer,
+            "creating a registry",
+            AuditAction::RegistryCreate,
+            None,
+        )
+        .await?;
         let mut violations = Vec::new();
         violations.extend(validate::registry_name(&new.name).map(|v| v.prefixed("registry")));
         if let Some(request_id) = &new.request_id {
@@ -203,7 +238,7 @@ impl Registries {
         if let Some(request_id) = &new.request_id
             && let Some(earlier) = self.store.find_by_request_id(organization, request_id).await?
         {
-            return Ok(earlier.registry);
+            return self.replayed(principal, earlier.registry).await;
         }
 
         let id = RegistryId::generate();
@@ -237,7 +272,7 @@ impl Registries {
                 tracing::info!(registry_id = %stored.registry.id, %kind, organization, "registry created");
                 Ok(stored.registry)
             }
-            Ok(Inserted::Replayed(earlier)) => Ok(earlier.registry),
+            Ok(Inserted::Replayed(earlier)) => self.replayed(principal, earlier.registry).await,
             Err(StoreError::NameTaken(name)) => Err(Error::AlreadyExists {
                 resource: Resource::Registry,
                 name,
@@ -246,9 +281,30 @@ impl Registries {
         }
     }
 
+    /// The registry an earlier create with the same request id made, with
+    /// the retry on record.
+    async fn replayed(&self, principal: &Principal, earlier: Registry) -> Result<Registry> {
+        let event = AuditEvent::new(
+            principal,
+            AuditAction::RegistryCreate,
+            Some(&earlier.id),
+            AuditOutcome::Replayed,
+            "request_id used before: the earlier registry answered",
+        );
+        self.store.record(&event).await?;
+        Ok(earlier)
+    }
+
     /// One registry of the caller's organization.
     pub async fn get(&self, principal: &Principal, id: &str) -> Result<Registry> {
-        principal.require(Role::Reader, "reading a registry")?;
+        self.require(
+            principal,
+            Role::Reader,
+            "reading a registry",
+            AuditAction::RegistryRead,
+            Some(id),
+        )
+        .await?;
         Ok(self.load(principal, id).await?.registry)
     }
 
@@ -260,7 +316,14 @@ impl Registries {
         page_token: &str,
         kind: Option<RegistryKind>,
     ) -> Result<Page> {
-        principal.require(Role::Reader, "listing registries")?;
+        self.require(
+            principal,
+            Role::Reader,
+            "listing registries",
+            AuditAction::RegistryRead,
+            None,
+        )
+        .await?;
         let limit = match u64::try_from(page_size) {
             Err(_) => return Err(Error::invalid("page_size", "must not be negative")),
             Ok(0) => DEFAULT_PAGE_SIZE,
@@ -293,7 +356,14 @@ impl Registries {
     /// Renames a registry and/or rotates its credentials. An empty `etag`
     /// makes the update unconditional.
     pub async fn update(&self, principal: &Principal, id: &str, patch: RegistryPatch, etag: &str) -> Result<Registry> {
-        principal.require(Role::Writer, "updating a registry")?;
+        self.require(
+            principal,
+            Role::Writer,
+            "updating a registry",
+            AuditAction::RegistryUpdate,
+            Some(id),
+        )
+        .await?;
         if patch.name.is_none() && patch.credentials.is_none() {
             return Err(Error::invalid(
                 "update_mask",
@@ -364,7 +434,14 @@ impl Registries {
     /// Deletes a registry. Only its creator may. An empty `etag` makes the
     /// delete unconditional.
     pub async fn delete(&self, principal: &Principal, id: &str, etag: &str, force: bool) -> Result<()> {
-        principal.require(Role::Writer, "deleting a registry")?;
+        self.require(
+            principal,
+            Role::Writer,
+            "deleting a registry",
+            AuditAction::RegistryDelete,
+            Some(id),
+        )
+        .await?;
         for _ in 0..WRITE_ATTEMPTS {
             let current = self.load(principal, id).await?;
             let registry = &current.registry;
@@ -429,7 +506,18 @@ impl Registries {
         mode: TestMode,
         image: Option<&str>,
     ) -> Result<TestOutcome> {
-        principal.require(Role::Reader, "testing a registry")?;
+        let saved = match &subject {
+            TestSubject::Saved(id) => Some(id.as_str()),
+            TestSubject::Inline { .. } => None,
+        };
+        self.require(
+            principal,
+            Role::Reader,
+            "testing a registry",
+            AuditAction::RegistryTest,
+            saved,
+        )
+        .await?;
         let live = match mode {
             TestMode::Structural => None,
             TestMode::Live => Some(self.live.as_ref().ok_or_else(|| {

@@ -1,7 +1,7 @@
 //! Reading the audit trail through the API (`ListAuditEvents`), on SQLite
 //! and PostgreSQL: only auditors (and admins) read it, each organization
 //! its own; the filters select what they say; pages walk the whole trail
-//! newest first; a refused hand-out is in it.
+//! newest first; refused calls and replayed creates are in it.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -63,6 +63,14 @@ async fn the_trail_reads_back_filtered_and_paged(postgres: bool) {
         .create("Second", pb::RegistryType::Ghcr, ghcr(TOKEN))
         .await
         .unwrap();
+    // A retried create (same request id) answers the first registry and is
+    // on record as a replay.
+    let retried = pb::CreateRegistryRequest {
+        registry: Some(registry_e2e::draft("Third", pb::RegistryType::Ghcr, ghcr(TOKEN))),
+        request_id: "retry-1".into(),
+    };
+    let third = alice.create_with(retried.clone()).await.unwrap();
+    assert_eq!(alice.create_with(retried).await.unwrap().id, third.id);
     let mut deployer = server.deployer("ci-bot", "acme").await;
     deployer.resolve(&first.id).await.unwrap();
     deployer.resolve(&first.id).await.unwrap();
@@ -104,13 +112,21 @@ async fn the_trail_reads_back_filtered_and_paged(postgres: bool) {
     assert_eq!(
         summary,
         vec![
+            ("audrey".into(), A::RegistryRead.into(), O::Denied.into()),
+            ("alice".into(), A::AuditRead.into(), O::Denied.into()),
             ("mallory".into(), A::CredentialsResolve.into(), O::Denied.into()),
             ("ci-bot".into(), A::CredentialsResolve.into(), O::Ok.into()),
             ("ci-bot".into(), A::CredentialsResolve.into(), O::Ok.into()),
+            ("alice".into(), A::RegistryCreate.into(), O::Replayed.into()),
+            ("alice".into(), A::RegistryCreate.into(), O::Ok.into()),
             ("alice".into(), A::RegistryCreate.into(), O::Ok.into()),
             ("alice".into(), A::RegistryCreate.into(), O::Ok.into()),
         ],
-        "acme's trail, newest first, without globex's event"
+        "acme's trail, newest first, refusals and the replay included, without globex's event"
+    );
+    assert_eq!(
+        all[5].registry_id, third.id,
+        "the replay names the registry it answered"
     );
     assert!(all.windows(2).all(|w| w[0].id > w[1].id));
     assert!(all.iter().all(|e| !e.detail.contains(TOKEN)));
@@ -136,19 +152,23 @@ async fn the_trail_reads_back_filtered_and_paged(postgres: bool) {
     .await;
     assert_eq!(resolves.len(), 2);
     // A time window: from the second create (inclusive) to the first
-    // resolve (exclusive).
+    // resolve (exclusive): the second and third creates and the replay.
     let time = |e: &pb::AuditEvent| e.time.unwrap();
     let window = walk(
         &mut auditor,
         pb::ListAuditEventsRequest {
-            start_time: Some(time(&all[3])),
-            end_time: Some(time(&all[2])),
+            start_time: Some(time(&all[7])),
+            end_time: Some(time(&all[4])),
             ..Default::default()
         },
     )
     .await;
-    assert!(window.iter().any(|e| e.id == all[3].id), "the start is inclusive");
-    assert!(window.iter().all(|e| e.id != all[2].id), "the end is exclusive");
+    let ids: Vec<i64> = window.iter().map(|e| e.id).collect();
+    assert_eq!(
+        ids,
+        vec![all[5].id, all[6].id, all[7].id],
+        "start inclusive, end exclusive"
+    );
 
     // A page token belongs to its filters; garbage is no token.
     let page = auditor
@@ -183,7 +203,7 @@ async fn the_trail_reads_back_filtered_and_paged(postgres: bool) {
         },
         pb::ListAuditEventsRequest {
             start_time: Some(time(&all[0])),
-            end_time: Some(time(&all[4])),
+            end_time: Some(time(&all[8])),
             ..Default::default()
         },
     ] {

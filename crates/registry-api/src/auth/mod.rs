@@ -62,9 +62,16 @@ pub struct AuthInterceptor(pub Arc<Authenticator>);
 
 impl Interceptor for AuthInterceptor {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let principal = self
-            .0
-            .authenticate(request.metadata(), request.extensions().get::<Peer>())?;
+        let peer = request.extensions().get::<Peer>();
+        let principal = self.0.authenticate(request.metadata(), peer).inspect_err(|refused| {
+            // No principal, so no organization's audit trail to file it in.
+            tracing::info!(
+                peer = ?peer.and_then(|p| p.address),
+                code = ?refused.code(),
+                reason = refused.message(),
+                "call refused before authentication"
+            );
+        })?;
         request.extensions_mut().insert(principal);
         Ok(request)
     }

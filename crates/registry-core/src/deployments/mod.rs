@@ -244,7 +244,15 @@ impl Deployments {
     /// Makes a registry's credentials usable by a target for one container
     /// and records the usage.
     pub async fn prepare(&self, principal: &Principal, request: DeploymentRequest) -> Result<PreparedDeployment> {
-        principal.require(Role::Deployer, "preparing a deployment")?;
+        self.registries
+            .require(
+                principal,
+                Role::Deployer,
+                "preparing a deployment",
+                AuditAction::DeploymentPrepare,
+                Some(&request.registry_id),
+            )
+            .await?;
         let target = self.check_request(principal, &request)?;
         let registry = match request.registry_id.as_str() {
             "" => None,
@@ -356,7 +364,15 @@ impl Deployments {
     /// Ends a container's usage; its pull Secret goes when nothing else in
     /// that namespace needs it.
     pub async fn release(&self, principal: &Principal, container_id: &str) -> Result<()> {
-        principal.require(Role::Deployer, "releasing a deployment")?;
+        self.registries
+            .require(
+                principal,
+                Role::Deployer,
+                "releasing a deployment",
+                AuditAction::DeploymentRelease,
+                None,
+            )
+            .await?;
         if let Some(violation) = check_container_id(container_id) {
             return Err(Error::InvalidArgument(vec![violation]));
         }
@@ -423,7 +439,15 @@ impl Deployments {
         page_size: i32,
         page_token: &str,
     ) -> Result<UsagePage> {
-        principal.require(Role::Reader, "listing registry usages")?;
+        self.registries
+            .require(
+                principal,
+                Role::Reader,
+                "listing registry usages",
+                AuditAction::RegistryRead,
+                Some(registry_id),
+            )
+            .await?;
         let registry = match registry_id {
             "" => None,
             id => Some(self.registries.load(principal, id).await?.registry.id),
@@ -451,7 +475,15 @@ impl Deployments {
     }
 
     pub async fn sync_state(&self, principal: &Principal, registry_id: &str) -> Result<SyncState> {
-        principal.require(Role::Reader, "reading the sync state")?;
+        self.registries
+            .require(
+                principal,
+                Role::Reader,
+                "reading the sync state",
+                AuditAction::RegistryRead,
+                Some(registry_id),
+            )
+            .await?;
         let stored = self.registries.load(principal, registry_id).await?;
         let registry = stored.registry;
         let pull_secrets = self.store.pull_secrets_of(&registry.id).await?;
