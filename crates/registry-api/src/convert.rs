@@ -101,7 +101,7 @@ pub fn timestamp_from_proto(t: Option<prost_types::Timestamp>, field: &str) -> R
     Ok(Some(Timestamp(micros)))
 }
 
-const AUDIT_ACTIONS: [(AuditAction, pb::AuditAction); 10] = [
+const AUDIT_ACTIONS: [(AuditAction, pb::AuditAction); 12] = [
     (AuditAction::RegistryCreate, pb::AuditAction::RegistryCreate),
     (AuditAction::RegistryUpdate, pb::AuditAction::RegistryUpdate),
     (AuditAction::RegistryDelete, pb::AuditAction::RegistryDelete),
@@ -110,6 +110,8 @@ const AUDIT_ACTIONS: [(AuditAction, pb::AuditAction); 10] = [
     (AuditAction::DeploymentRelease, pb::AuditAction::DeploymentRelease),
     (AuditAction::CredentialsResolve, pb::AuditAction::CredentialsResolve),
     (AuditAction::PullSecretRepair, pb::AuditAction::PullSecretRepair),
+    (AuditAction::PullSecretWrite, pb::AuditAction::PullSecretWrite),
+    (AuditAction::PullSecretDelete, pb::AuditAction::PullSecretDelete),
     (AuditAction::RegistryRead, pb::AuditAction::RegistryRead),
     (AuditAction::AuditRead, pb::AuditAction::AuditRead),
 ];

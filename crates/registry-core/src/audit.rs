@@ -24,6 +24,11 @@ pub enum AuditAction {
     CredentialsResolve,
     /// A pull Secret changed or deleted out of band is written again.
     PullSecretRepair,
+    /// The sync loop wrote a pull Secret (rotation fan-out, refresh, a
+    /// first write it completed).
+    PullSecretWrite,
+    /// The sync loop deleted a pull Secret no usage needs.
+    PullSecretDelete,
     /// Reading registries, their usages or sync state (audited when
     /// refused).
     RegistryRead,
@@ -32,7 +37,7 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 12] = [
         Self::RegistryCreate,
         Self::RegistryUpdate,
         Self::RegistryDelete,
@@ -41,6 +46,8 @@ impl AuditAction {
         Self::DeploymentRelease,
         Self::CredentialsResolve,
         Self::PullSecretRepair,
+        Self::PullSecretWrite,
+        Self::PullSecretDelete,
         Self::RegistryRead,
         Self::AuditRead,
     ];
@@ -55,6 +62,8 @@ impl AuditAction {
             Self::DeploymentRelease => "deployment.release",
             Self::CredentialsResolve => "credentials.resolve",
             Self::PullSecretRepair => "pull_secret.repair",
+            Self::PullSecretWrite => "pull_secret.write",
+            Self::PullSecretDelete => "pull_secret.delete",
             Self::RegistryRead => "registry.read",
             Self::AuditRead => "audit.read",
         }

@@ -19,15 +19,16 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::audit::{AuditAction, AuditEvent, AuditOutcome, SERVICE_ACTOR};
 use crate::credentials::Credentials;
 use crate::drift::DriftRepair;
 use crate::ports::login::LoginProvider;
 use crate::ports::orchestrators::{Deleted, PullSecret, PullSecretApi, TargetError};
 use crate::ports::sealer::{SealContext, Sealer};
-use crate::ports::store::{DeployStore, SecretOutcome, StoreError};
+use crate::ports::store::{DeployStore, SecretOutcome, StoreError, SyncResult};
 use crate::registry::{Registry, RegistryId, Timestamp};
 use crate::targets::Targets;
-use crate::usage::{PullSecretState, Replica, SecretKey};
+use crate::usage::{PullSecretState, Replica};
 
 /// The longest `Retry-After` honoured: a target asking for more is tried
 /// again after this.
@@ -271,7 +272,7 @@ impl SecretSync {
         let mut report = SyncReport::default();
         let mut claimed: VecDeque<(PullSecretState, String)> = VecDeque::new();
         let mut running = FuturesUnordered::new();
-        let mut unrecorded: Vec<(SecretKey, SecretOutcome, String)> = Vec::new();
+        let mut unrecorded: Vec<SyncResult> = Vec::new();
         let mut claiming: Option<JoinHandle<Claimed>> = None;
         let mut committing: Option<JoinHandle<Result<usize, StoreError>>> = None;
         let mut exhausted = false;
@@ -299,7 +300,7 @@ impl SecretSync {
             }
             tokio::select! {
                 Some(done) = running.next() => {
-                    report.count(&done.1);
+                    report.count(&done.outcome);
                     unrecorded.push(done);
                 }
                 result = async { claiming.as_mut()?.await.ok() }, if claiming.is_some() => {
@@ -349,7 +350,7 @@ impl SecretSync {
         })
     }
 
-    async fn converge_claimed(&self, row: PullSecretState, owner: String) -> (SecretKey, SecretOutcome, String) {
+    async fn converge_claimed(&self, row: PullSecretState, owner: String) -> SyncResult {
         let outcome = self.converge(&row).await;
         if let SecretOutcome::Failed { error, .. } = &outcome {
             tracing::warn!(
@@ -357,7 +358,34 @@ impl SecretSync {
                 "pull secret sync failed"
             );
         }
-        (row.key(), outcome, owner)
+        let written = match &outcome {
+            SecretOutcome::Applied { revision, .. } => {
+                Some((AuditAction::PullSecretWrite, format!("revision={revision}")))
+            }
+            SecretOutcome::Deleted => Some((AuditAction::PullSecretDelete, String::new())),
+            _ => None,
+        };
+        let audit = written.map(|(action, what)| {
+            AuditEvent::by(
+                &row.organization,
+                SERVICE_ACTOR,
+                action,
+                Some(&row.registry_id),
+                AuditOutcome::Ok,
+                format!(
+                    "target={} namespace={} secret={} {what}",
+                    row.target, row.namespace, row.secret_name
+                )
+                .trim_end()
+                .to_owned(),
+            )
+        });
+        SyncResult {
+            key: row.key(),
+            outcome,
+            lease_owner: owner,
+            audit,
+        }
     }
 
     /// Writes (or deletes) one Secret.

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use registry_core::audit::AuditEvent;
 use registry_core::ports::orchestrators::SecretVersion;
-use registry_core::ports::store::{DeployStore, IntentOutcome, SecretOutcome, StoreError, UsageIntent};
+use registry_core::ports::store::{DeployStore, IntentOutcome, SecretOutcome, StoreError, SyncResult, UsageIntent};
 use registry_core::usage::{Lease, PullSecretState, SecretKey, Usage};
 use registry_core::{RegistryId, StoredRegistry, Timestamp};
 
@@ -99,7 +99,7 @@ impl DeployStore for SeaStore {
         Ok(pull_secrets::record_outcome(&self.writer, key, outcome, lease_owner).await?)
     }
 
-    async fn record_outcomes(&self, outcomes: &[(SecretKey, SecretOutcome, String)]) -> Result<usize, StoreError> {
+    async fn record_outcomes(&self, outcomes: &[SyncResult]) -> Result<usize, StoreError> {
         let _writing = self.deploy_cache.writing();
         Ok(pull_secrets::record_outcomes(&self.writer, outcomes).await?)
     }

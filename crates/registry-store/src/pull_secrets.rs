@@ -4,7 +4,7 @@
 
 use registry_core::audit::AuditEvent;
 use registry_core::ports::orchestrators::SecretVersion;
-use registry_core::ports::store::SecretOutcome;
+use registry_core::ports::store::{SecretOutcome, SyncResult};
 use registry_core::usage::{Lease, PullSecretState, Replica, SecretKey};
 use registry_core::{RegistryId, Timestamp};
 use sea_orm::sea_query::{Expr, Func, LockBehavior, LockType, Order, Query, SelectStatement, SimpleExpr};
@@ -163,14 +163,14 @@ pub(crate) async fn record_outcome(
 
 /// Records several outcomes in one transaction (one commit for all of
 /// them); returns how many rows were updated.
-pub(crate) async fn record_outcomes(
-    db: &DatabaseConnection,
-    outcomes: &[(SecretKey, SecretOutcome, String)],
-) -> Result<usize> {
+pub(crate) async fn record_outcomes(db: &DatabaseConnection, outcomes: &[SyncResult]) -> Result<usize> {
     let txn = db.begin().await?;
     let mut updated = 0;
-    for (key, outcome, owner) in outcomes {
-        updated += usize::from(write_outcome(&txn, key, outcome, Some(owner)).await?);
+    for result in outcomes {
+        updated += usize::from(write_outcome(&txn, &result.key, &result.outcome, Some(&result.lease_owner)).await?);
+        if let Some(audit) = &result.audit {
+            insert_audit(&txn, audit).await?;
+        }
     }
     txn.commit().await?;
     Ok(updated)

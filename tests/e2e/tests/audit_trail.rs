@@ -1,7 +1,8 @@
 //! Reading the audit trail through the API (`ListAuditEvents`), on SQLite
 //! and PostgreSQL: only auditors (and admins) read it, each organization
 //! its own; the filters select what they say; pages walk the whole trail
-//! newest first; refused calls and replayed creates are in it.
+//! newest first; refused calls, replayed creates and the sync loop's
+//! writes and deletions are in it.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -221,4 +222,78 @@ async fn the_trail_reads_back_filtered_and_paged_on_sqlite() {
 #[tokio::test]
 async fn the_trail_reads_back_filtered_and_paged_on_postgres() {
     the_trail_reads_back_filtered_and_paged(true).await;
+}
+
+/// The sync loop's writes are on record: a rotation's fan-out writes each
+/// pull Secret as the service, and a release's garbage collection deletes
+/// it, each event naming the target, namespace and Secret.
+#[tokio::test]
+async fn the_sync_loops_writes_and_deletions_are_on_the_trail() {
+    use registry_e2e::cluster::{Cluster, NEW_TOKEN, ghcr as cluster_ghcr};
+    let cluster = Cluster::start().await;
+    let registry = cluster.ghcr_registry().await;
+    let mut deployer = cluster.deployer().await;
+    for (container, environment) in [("api", "production"), ("web", "staging")] {
+        deployer
+            .prepare(container, environment, "k8s", &registry.id, "ghcr.io/myorg/api", "v1")
+            .await
+            .unwrap();
+    }
+    cluster
+        .caller()
+        .await
+        .rotate(&registry.id, cluster_ghcr(NEW_TOKEN), "")
+        .await
+        .unwrap();
+    deployer
+        .wait_for_sync(&registry.id, std::time::Duration::from_secs(10), |s| {
+            s.targets.len() == 2 && s.targets.iter().all(|t| t.applied_revision == 2)
+        })
+        .await;
+    let mut auditor = cluster.server.caller("audrey", "acme").await.with_roles("auditor");
+    let writes = walk(
+        &mut auditor,
+        pb::ListAuditEventsRequest {
+            action: pb::AuditAction::PullSecretWrite.into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut namespaces: Vec<&str> = writes
+        .iter()
+        .map(|e| {
+            assert_eq!(e.actor, "registry-credential-service");
+            assert_eq!(e.registry_id, registry.id);
+            assert!(e.detail.contains("revision=2"), "{}", e.detail);
+            e.detail
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("namespace="))
+                .unwrap()
+        })
+        .collect();
+    namespaces.sort_unstable();
+    assert_eq!(namespaces, ["env-production", "env-staging"], "one write per Secret");
+
+    deployer.release("web").await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deletions = loop {
+        let deletions = walk(
+            &mut auditor,
+            pb::ListAuditEventsRequest {
+                action: pb::AuditAction::PullSecretDelete.into(),
+                ..Default::default()
+            },
+        )
+        .await;
+        if !deletions.is_empty() || std::time::Instant::now() > deadline {
+            break deletions;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(deletions.len(), 1, "the released namespace's Secret is deleted once");
+    assert!(
+        deletions[0].detail.contains("namespace=env-staging"),
+        "{}",
+        deletions[0].detail
+    );
 }

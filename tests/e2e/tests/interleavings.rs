@@ -20,7 +20,7 @@ use registry_core::login::StaticLogins;
 use registry_core::ports::orchestrators::{PullSecretApi, SecretVersion};
 use registry_core::ports::store::{
     AuditQuery, DeployStore, Inserted, IntentOutcome, KeySample, ListQuery, RecordedAuditEvent, RegistryStore,
-    SecretOutcome, StoreError, UsageIntent, WriteOutcome,
+    SecretOutcome, StoreError, SyncResult, UsageIntent, WriteOutcome,
 };
 use registry_core::registries::{NewRegistry, Registries, RegistryPatch};
 use registry_core::sync::{SecretSync, SyncSettings, SyncTrigger};
@@ -192,7 +192,7 @@ impl DeployStore for Hooked {
         }
         self.inner.record_outcome(k, o, owner).await
     }
-    async fn record_outcomes(&self, outcomes: &[(SecretKey, SecretOutcome, String)]) -> Result<usize, StoreError> {
+    async fn record_outcomes(&self, outcomes: &[SyncResult]) -> Result<usize, StoreError> {
         if self.fail_next_outcome.swap(false, Ordering::SeqCst) {
             return Err(StoreError::Unavailable("connection reset by the test".into()));
         }

@@ -133,6 +133,18 @@ pub trait RegistryStore: Send + Sync + fmt::Debug + 'static {
     }
 }
 
+/// One attempt of the sync loop, as it is recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncResult {
+    pub key: SecretKey,
+    pub outcome: SecretOutcome,
+    /// The lease the attempt was made under.
+    pub lease_owner: String,
+    /// The event of the write or deletion it made in the cluster, if any:
+    /// on record whether or not the row still wanted it.
+    pub audit: Option<AuditEvent>,
+}
+
 /// Which audit events to read: every filter that is set must match.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditQuery {
@@ -312,9 +324,10 @@ pub trait DeployStore: Send + Sync + fmt::Debug + 'static {
     ) -> Result<bool, StoreError>;
 
     /// Stores the outcomes of several attempts, each conditional on its
-    /// owner's lease as in [`DeployStore::record_outcome`], in one
-    /// transaction. Returns how many rows were updated.
-    async fn record_outcomes(&self, outcomes: &[(SecretKey, SecretOutcome, String)]) -> Result<usize, StoreError>;
+    /// owner's lease as in [`DeployStore::record_outcome`], and the audit
+    /// events of the writes they made, in one transaction. Returns how many
+    /// rows were updated.
+    async fn record_outcomes(&self, outcomes: &[SyncResult]) -> Result<usize, StoreError>;
 
     /// A Secret was changed or deleted out of band: unless someone holds
     /// the row or it no longer records `written`, it becomes pending (applied
