@@ -9,7 +9,7 @@ use crate::audit::AuditAction;
 use crate::error::{Error, Result};
 use crate::ports::store::{AuditQuery, RecordedAuditEvent};
 use crate::principal::{Principal, Role};
-use crate::registries::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Registries};
+use crate::registries::{Registries, page_limit};
 use crate::registry::{RegistryId, Timestamp};
 
 /// What the caller asks to see.
@@ -66,11 +66,7 @@ impl Registries {
             None,
         )
         .await?;
-        let limit = match u64::try_from(page_size) {
-            Err(_) => return Err(Error::invalid("page_size", "must not be negative")),
-            Ok(0) => DEFAULT_PAGE_SIZE,
-            Ok(size) => size.min(MAX_PAGE_SIZE),
-        };
+        let limit = page_limit(page_size)?;
         let registry_id = match filter.registry_id.as_str() {
             "" => None,
             id => Some(RegistryId::parse(id).ok_or_else(|| Error::invalid("registry_id", "is not a registry id"))?),

@@ -324,11 +324,7 @@ impl Registries {
             None,
         )
         .await?;
-        let limit = match u64::try_from(page_size) {
-            Err(_) => return Err(Error::invalid("page_size", "must not be negative")),
-            Ok(0) => DEFAULT_PAGE_SIZE,
-            Ok(size) => size.min(MAX_PAGE_SIZE),
-        };
+        let limit = page_limit(page_size)?;
         let after = if page_token.is_empty() {
             None
         } else {
@@ -841,6 +837,16 @@ fn check_draft(
         Ok((kind, credentials))
     } else {
         Err(violations)
+    }
+}
+
+/// A request's `page_size`: 0 is the default, more than the maximum is the
+/// maximum, a negative one is refused.
+pub(crate) fn page_limit(page_size: i32) -> Result<u64> {
+    match u64::try_from(page_size) {
+        Err(_) => Err(Error::invalid("page_size", "must not be negative")),
+        Ok(0) => Ok(DEFAULT_PAGE_SIZE),
+        Ok(size) => Ok(size.min(MAX_PAGE_SIZE)),
     }
 }
 
