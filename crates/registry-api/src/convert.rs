@@ -3,7 +3,7 @@
 use registry_core::audit::{AuditAction, AuditOutcome};
 use registry_core::kind::FieldSpec;
 use registry_core::ports::store::RecordedAuditEvent;
-use registry_core::{Credentials, Error, Registry, RegistryKind, Timestamp};
+use registry_core::{Credentials, Error, GoogleLogin, Registry, RegistryKind, Timestamp};
 use registry_proto::v1 as pb;
 use secrecy::SecretString;
 
@@ -41,12 +41,16 @@ pub fn kind_to_proto(kind: RegistryKind) -> pb::RegistryType {
     }
 }
 
-/// The domain credentials of a protobuf `Credentials`; `None` when the message
-/// or its oneof is unset. The prost message's strings move into secret types.
-pub fn credentials_from_proto(credentials: Option<pb::Credentials>) -> Option<Credentials> {
+/// The domain credentials of a protobuf `Credentials` at `field`; `None`
+/// when the message or its oneof is unset. The prost message's strings move
+/// into secret types.
+pub fn credentials_from_proto(credentials: Option<pb::Credentials>, field: &str) -> Result<Option<Credentials>, Error> {
     use pb::credentials::Kind;
     let secret = SecretString::from;
-    Some(match credentials?.kind? {
+    let Some(kind) = credentials.and_then(|c| c.kind) else {
+        return Ok(None);
+    };
+    Ok(Some(match kind {
         Kind::Ghcr(c) => Credentials::Ghcr {
             username: c.username,
             token: secret(c.token),
@@ -68,10 +72,12 @@ pub fn credentials_from_proto(credentials: Option<pb::Credentials>) -> Option<Cr
         },
         Kind::Gcr(c) => Credentials::Gcr {
             service_account_key: secret(c.service_account_key),
+            login: google_login_from_proto(c.login, &format!("{field}.gcr.login"))?,
         },
         Kind::Gar(c) => Credentials::Gar {
             service_account_key: secret(c.service_account_key),
             region: c.region,
+            login: google_login_from_proto(c.login, &format!("{field}.gar.login"))?,
         },
         Kind::Quay(c) => Credentials::Quay {
             username: c.username,
@@ -84,7 +90,16 @@ pub fn credentials_from_proto(credentials: Option<pb::Credentials>) -> Option<Cr
             ca_bundle: c.ca_bundle,
         },
         Kind::Public(pb::PublicCredentials {}) => Credentials::Public,
-    })
+    }))
+}
+
+fn google_login_from_proto(value: i32, field: &str) -> Result<GoogleLogin, Error> {
+    match pb::GoogleLogin::try_from(value) {
+        Ok(pb::GoogleLogin::Unspecified) => Ok(GoogleLogin::Default),
+        Ok(pb::GoogleLogin::AccessToken) => Ok(GoogleLogin::AccessToken),
+        Ok(pb::GoogleLogin::JsonKey) => Ok(GoogleLogin::JsonKey),
+        Err(_) => Err(Error::invalid(field, format!("unknown google login {value}"))),
+    }
 }
 
 /// A protobuf timestamp as a domain one (microseconds), `None` when unset.

@@ -71,7 +71,7 @@ fn patch_from(registry: pb::Registry, mask: Option<prost_types::FieldMask>) -> R
         (named("name"), named("credentials"))
     };
     let credentials = if want_credentials {
-        let credentials = credentials_from_proto(registry.credentials);
+        let credentials = credentials_from_proto(registry.credentials, "registry.credentials")?;
         if credentials.is_none() {
             return Err(Error::invalid(
                 "registry.credentials",
@@ -154,7 +154,7 @@ impl RegistryApi {
         let new = NewRegistry {
             kind: kind_from_proto(registry.r#type, "registry.type")?,
             name: registry.name,
-            credentials: credentials_from_proto(registry.credentials),
+            credentials: credentials_from_proto(registry.credentials, "registry.credentials")?,
             request_id: Some(request.request_id).filter(|id| !id.is_empty()),
         };
         let created = self.registries.create(&principal, new).await?;
@@ -243,7 +243,7 @@ impl RegistryApi {
         let subject = if request.registry_id.is_empty() {
             TestSubject::Inline {
                 kind: kind_from_proto(request.r#type, "type")?,
-                credentials: credentials_from_proto(request.credentials),
+                credentials: credentials_from_proto(request.credentials, "credentials")?,
             }
         } else if request.r#type != 0 || request.credentials.is_some() {
             return Err(Error::invalid(

@@ -35,10 +35,14 @@ pub enum Credentials {
     },
     Gcr {
         service_account_key: SecretString,
+        #[serde(default)]
+        login: GoogleLogin,
     },
     Gar {
         service_account_key: SecretString,
         region: String,
+        #[serde(default)]
+        login: GoogleLogin,
     },
     Quay {
         username: String,
@@ -83,10 +87,14 @@ enum Exposed<'a> {
     },
     Gcr {
         service_account_key: &'a str,
+        #[serde(skip_serializing_if = "GoogleLogin::is_default")]
+        login: GoogleLogin,
     },
     Gar {
         service_account_key: &'a str,
         region: &'a str,
+        #[serde(skip_serializing_if = "GoogleLogin::is_default")]
+        login: GoogleLogin,
     },
     Quay {
         username: &'a str,
@@ -100,6 +108,45 @@ enum Exposed<'a> {
         ca_bundle: &'a str,
     },
     Public,
+}
+
+/// How a Google service-account key becomes a docker login.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GoogleLogin {
+    /// Access tokens in Kubernetes pull Secrets (refreshed at half their
+    /// lifetime) and for live tests; the key itself for Docker engines and
+    /// deployers.
+    #[default]
+    Default,
+    /// Always an OAuth access token.
+    AccessToken,
+    /// Always the key itself, as `_json_key`.
+    JsonKey,
+}
+
+impl GoogleLogin {
+    pub fn is_default(&self) -> bool {
+        *self == Self::Default
+    }
+
+    /// Whether a login handed to `consumer` is an access token.
+    pub fn uses_access_token(self, consumer: crate::ports::login::LoginUse) -> bool {
+        use crate::ports::login::LoginUse;
+        match self {
+            Self::AccessToken => true,
+            Self::JsonKey => false,
+            Self::Default => matches!(consumer, LoginUse::PullSecret | LoginUse::LiveTest),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Default => "default",
+            Self::AccessToken => "access_token",
+            Self::JsonKey => "json_key",
+        }
+    }
 }
 
 /// One credential field as shown back to users.
@@ -157,15 +204,21 @@ impl Credentials {
                 username,
                 password: password.expose_secret(),
             },
-            Self::Gcr { service_account_key } => Exposed::Gcr {
+            Self::Gcr {
+                service_account_key,
+                login,
+            } => Exposed::Gcr {
                 service_account_key: service_account_key.expose_secret(),
+                login: *login,
             },
             Self::Gar {
                 service_account_key,
                 region,
+                login,
             } => Exposed::Gar {
                 service_account_key: service_account_key.expose_secret(),
                 region,
+                login: *login,
             },
             Self::Quay { username, token } => Exposed::Quay {
                 username,
@@ -273,11 +326,22 @@ impl Credentials {
                 plain("username", username),
                 secret("password", password),
             ],
-            Self::Gcr { service_account_key } => vec![service_account_hint(service_account_key)],
+            Self::Gcr {
+                service_account_key,
+                login,
+            } => vec![
+                service_account_hint(service_account_key),
+                plain("login", login.as_str()),
+            ],
             Self::Gar {
                 service_account_key,
                 region,
-            } => vec![service_account_hint(service_account_key), plain("region", region)],
+                login,
+            } => vec![
+                service_account_hint(service_account_key),
+                plain("region", region),
+                plain("login", login.as_str()),
+            ],
             Self::Quay { username, token } => vec![plain("username", username), secret("token", token)],
             Self::Custom {
                 url,
@@ -371,6 +435,32 @@ mod tests {
     }
 
     #[test]
+    fn google_keys_sealed_before_login_modes_read_as_the_default_and_modes_round_trip() {
+        let old = Credentials::from_plaintext(br#"{"kind":"gcr","service_account_key":"{}"}"#).unwrap();
+        assert!(matches!(
+            old,
+            Credentials::Gcr {
+                login: GoogleLogin::Default,
+                ..
+            }
+        ));
+        assert!(!String::from_utf8_lossy(&old.to_plaintext()).contains("login"));
+        let tokens = Credentials::Gar {
+            service_account_key: "{}".into(),
+            region: "europe".into(),
+            login: GoogleLogin::AccessToken,
+        };
+        let back = Credentials::from_plaintext(&tokens.to_plaintext()).unwrap();
+        assert!(matches!(
+            back,
+            Credentials::Gar {
+                login: GoogleLogin::AccessToken,
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn debug_and_hints_never_show_the_secret() {
         let creds = ghcr();
         let debug = format!("{creds:?}");
@@ -407,6 +497,7 @@ mod tests {
         let gar = Credentials::Gar {
             service_account_key: "{}".into(),
             region: "europe-west4".into(),
+            login: GoogleLogin::Default,
         };
         assert_eq!(gar.server(), "europe-west4-docker.pkg.dev");
         assert_eq!(Credentials::Public.server(), "");

@@ -40,7 +40,7 @@ pub mod targets;
 pub mod usage;
 pub mod validate;
 
-pub use credentials::{CredentialHint, Credentials};
+pub use credentials::{CredentialHint, Credentials, GoogleLogin};
 pub use error::{Error, FieldViolation, Result};
 pub use kind::RegistryKind;
 pub use principal::{Principal, Role, Roles};

@@ -11,7 +11,7 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::credentials::Credentials;
-use crate::ports::login::{LoginError, LoginProvider};
+use crate::ports::login::{LoginError, LoginProvider, LoginUse};
 use crate::reference;
 use crate::registry::{Registry, Timestamp};
 
@@ -38,8 +38,9 @@ impl fmt::Debug for DockerLogin {
     }
 }
 
-/// The logins that need no provider: every static kind; ECR answers
-/// [`LoginError::NeedsTokenExchange`].
+/// The logins that need no provider: every static kind, and Google keys as
+/// `_json_key` where their mode asks for no access token; ECR and Google
+/// access tokens answer [`LoginError::NeedsTokenExchange`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StaticLogins;
 
@@ -50,8 +51,14 @@ impl LoginProvider for StaticLogins {
         _registry: &Registry,
         credentials: &Credentials,
         host: &str,
+        consumer: LoginUse,
     ) -> Result<DockerLogin, LoginError> {
-        DockerLogin::from_credentials(credentials, host)
+        match credentials {
+            Credentials::Gcr { login, .. } | Credentials::Gar { login, .. } if login.uses_access_token(consumer) => {
+                Err(LoginError::NeedsTokenExchange("Google"))
+            }
+            _ => DockerLogin::from_credentials(credentials, host),
+        }
     }
 }
 
@@ -70,7 +77,9 @@ impl DockerLogin {
             Credentials::Docker { username, password }
             | Credentials::Acr { username, password, .. }
             | Credentials::Custom { username, password, .. } => Ok(login(username, password)),
-            Credentials::Gcr { service_account_key }
+            Credentials::Gcr {
+                service_account_key, ..
+            }
             | Credentials::Gar {
                 service_account_key, ..
             } => Ok(login("_json_key", service_account_key)),
@@ -215,6 +224,7 @@ mod tests {
     fn google_keys_log_in_as_json_key_and_ecr_needs_an_exchange() {
         let gcr = Credentials::Gcr {
             service_account_key: "{\"type\":\"service_account\"}".into(),
+            login: crate::GoogleLogin::JsonKey,
         };
         let login = DockerLogin::from_credentials(&gcr, "eu.gcr.io").unwrap();
         assert_eq!(
@@ -235,6 +245,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn without_a_provider_google_access_tokens_need_an_exchange() {
+        let registry = Registry {
+            id: crate::RegistryId::parse("reg-abc123").unwrap(),
+            organization: "acme".into(),
+            name: "x".into(),
+            kind: crate::RegistryKind::Gcr,
+            server: "gcr.io".into(),
+            hints: Vec::new(),
+            created_by: "alice".into(),
+            created_at: Timestamp(0),
+            updated_at: Timestamp(0),
+            etag: String::new(),
+            credential_revision: 1,
+        };
+        let gcr = Credentials::Gcr {
+            service_account_key: "{}".into(),
+            login: crate::GoogleLogin::Default,
+        };
+        assert_eq!(
+            StaticLogins
+                .login(&registry, &gcr, "gcr.io", LoginUse::PullSecret)
+                .await
+                .unwrap_err(),
+            LoginError::NeedsTokenExchange("Google")
+        );
+        let engine = StaticLogins
+            .login(&registry, &gcr, "gcr.io", LoginUse::Engine)
+            .await
+            .unwrap();
+        assert_eq!(engine.username, "_json_key");
+    }
+
+    #[tokio::test]
     async fn static_logins_have_no_expiry_and_refresh_at_is_half_the_remaining_lifetime() {
         let registry = Registry {
             id: crate::RegistryId::parse("reg-abc123").unwrap(),
@@ -249,7 +292,10 @@ mod tests {
             etag: String::new(),
             credential_revision: 1,
         };
-        let mut login = StaticLogins.login(&registry, &ghcr(), "ghcr.io").await.unwrap();
+        let mut login = StaticLogins
+            .login(&registry, &ghcr(), "ghcr.io", LoginUse::PullSecret)
+            .await
+            .unwrap();
         assert_eq!(login.refresh_at(Timestamp(10)), None);
         login.expires_at = Some(Timestamp(110));
         assert_eq!(login.refresh_at(Timestamp(10)), Some(Timestamp(60)));
@@ -261,7 +307,7 @@ mod tests {
         };
         assert_eq!(
             StaticLogins
-                .login(&registry, &ecr, "*.dkr.ecr.us-east-1.amazonaws.com")
+                .login(&registry, &ecr, "*.dkr.ecr.us-east-1.amazonaws.com", LoginUse::Deployer)
                 .await
                 .unwrap_err(),
             LoginError::NeedsTokenExchange("ECR")

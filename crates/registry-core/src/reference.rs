@@ -1204,6 +1204,7 @@ mod tests {
         };
         let gcr = Credentials::Gcr {
             service_account_key: "{}".into(),
+            login: crate::GoogleLogin::Default,
         };
         let docker = Credentials::Docker {
             username: "me".into(),

@@ -11,7 +11,7 @@ use crate::audit::{AuditAction, AuditEvent, AuditOutcome};
 use crate::credentials::Credentials;
 use crate::error::{Error, FieldViolation, Resource, Result};
 use crate::kind::RegistryKind;
-use crate::ports::login::{ImageProbe, LiveOutcome, LiveReport, LoginError, LoginProvider, RegistryProbe};
+use crate::ports::login::{ImageProbe, LiveOutcome, LiveReport, LoginError, LoginProvider, LoginUse, RegistryProbe};
 use crate::ports::sealer::{SealContext, Sealer};
 use crate::ports::store::{Inserted, ListQuery, RegistryStore, StoreError, WriteOutcome};
 use crate::principal::{Principal, Role};
@@ -731,7 +731,11 @@ async fn live_test(
         elapsed: started.elapsed(),
         digest: None,
     };
-    let login = match live.logins.login(registry, credentials, &registry.server).await {
+    let login = match live
+        .logins
+        .login(registry, credentials, &registry.server, LoginUse::LiveTest)
+        .await
+    {
         Ok(login) => Some(login),
         Err(LoginError::Public) => None,
         Err(error @ LoginError::Refused { .. }) => return answer(LiveOutcome::Unauthorized, error.to_string()),

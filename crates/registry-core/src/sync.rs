@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use crate::audit::{AuditAction, AuditEvent, AuditOutcome, SERVICE_ACTOR};
 use crate::credentials::Credentials;
 use crate::drift::DriftRepair;
-use crate::ports::login::LoginProvider;
+use crate::ports::login::{LoginProvider, LoginUse};
 use crate::ports::orchestrators::{Deleted, PullSecret, PullSecretApi, TargetError};
 use crate::ports::sealer::{SealContext, Sealer};
 use crate::ports::store::{DeployStore, SecretOutcome, StoreError, SyncResult};
@@ -437,7 +437,11 @@ impl SecretSync {
             Ok(credentials) => credentials,
             Err(error) => return failed(error.clone()),
         };
-        let login = match self.logins.login(registry, credentials, &row.server).await {
+        let login = match self
+            .logins
+            .login(registry, credentials, &row.server, LoginUse::PullSecret)
+            .await
+        {
             Ok(login) => login,
             Err(error) => return failed(error.to_string()),
         };

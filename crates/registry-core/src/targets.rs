@@ -153,6 +153,17 @@ pub struct Target {
     pub kind: TargetKind,
 }
 
+impl TargetKind {
+    /// Who the logins of deployments to this target are handed to.
+    pub fn login_use(&self) -> crate::ports::login::LoginUse {
+        use crate::ports::login::LoginUse;
+        match self {
+            Self::Kubernetes { .. } => LoginUse::PullSecret,
+            Self::Swarm(_) | Self::Compose(_) => LoginUse::Engine,
+        }
+    }
+}
+
 impl Target {
     pub fn kind_name(&self) -> &'static str {
         match self.kind {

@@ -69,7 +69,9 @@ pub fn credentials(credentials: &Credentials) -> Vec<FieldViolation> {
             violations.check("username", acr::username(username));
             violations.check("password", text(password.expose_secret(), 8..=MAX_SECRET));
         }
-        Credentials::Gcr { service_account_key } => {
+        Credentials::Gcr {
+            service_account_key, ..
+        } => {
             violations.check_all(
                 "service_account_key",
                 google::service_account_key(service_account_key.expose_secret()),
@@ -78,6 +80,7 @@ pub fn credentials(credentials: &Credentials) -> Vec<FieldViolation> {
         Credentials::Gar {
             service_account_key,
             region,
+            ..
         } => {
             violations.check_all(
                 "service_account_key",
@@ -579,14 +582,26 @@ mod google {
         .into()
     }
 
-    /// Optional; when present, where the JWT bearer grant goes: https only.
+    /// Optional; when present, where the JWT bearer grant goes: https, or
+    /// http to a loopback address (a local test double). Which token
+    /// endpoints the server actually calls is its configuration's choice.
     fn token_uri(key: &Value) -> Check {
         if matches!(key.get("token_uri"), None | Some(Value::Null)) {
             return Ok(());
         }
         match Url::parse(string(key, "token_uri")?) {
             Ok(uri) if uri.scheme() == "https" && uri.host().is_some() => Ok(()),
+            Ok(uri) if uri.scheme() == "http" && is_loopback_url(&uri) => Ok(()),
             _ => Err("token_uri must be an https url such as https://oauth2.googleapis.com/token".into()),
+        }
+    }
+
+    fn is_loopback_url(uri: &Url) -> bool {
+        match uri.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+            None => false,
         }
     }
 }

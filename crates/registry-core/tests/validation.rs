@@ -70,6 +70,7 @@ fn acr(login_server: &str, username: &str, password: &str) -> Credentials {
 fn gcr(service_account_key: &str) -> Credentials {
     Credentials::Gcr {
         service_account_key: service_account_key.into(),
+        login: registry_core::GoogleLogin::Default,
     }
 }
 
@@ -77,6 +78,7 @@ fn gar(service_account_key: &str, region: &str) -> Credentials {
     Credentials::Gar {
         service_account_key: service_account_key.into(),
         region: region.into(),
+        login: registry_core::GoogleLogin::Default,
     }
 }
 

@@ -3,17 +3,21 @@
 //! [`Logins`] implements the core's [`LoginProvider`]: static kinds are
 //! delegated to [`StaticLogins`]; Amazon ECR credentials (access key id,
 //! secret, region) are exchanged with `GetAuthorizationToken` for a docker
-//! login `AWS` / password valid about 12 hours. Tokens are cached per
-//! (registry, credential revision) and reused until half their lifetime, as
-//! Amazon's credential helper does; when a refresh fails and the cached token
-//! is still valid, the cached token is used (with a warning).
+//! login `AWS` / password valid about 12 hours; Google service-account keys,
+//! where their mode asks for it, for an OAuth access token
+//! ([`google`]). Tokens are cached per (registry, credential revision) and
+//! reused until half their lifetime, as Amazon's credential helper does; when
+//! a refresh fails and the cached token is still valid, the cached token is
+//! used (with a warning).
 
+pub mod google;
 pub mod probe;
 
 pub use probe::{Probe, ProbeSettings};
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -23,7 +27,7 @@ use aws_sdk_ecr::error::SdkError;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use registry_core::login::{DockerLogin, StaticLogins};
-use registry_core::ports::login::{LoginError, LoginProvider};
+use registry_core::ports::login::{LoginError, LoginProvider, LoginUse};
 use registry_core::registry::UNSAVED_REVISION;
 use registry_core::{Credentials, Registry, RegistryId, Timestamp, reference};
 use secrecy::{ExposeSecret as _, SecretString};
@@ -48,12 +52,42 @@ const REFUSED_CODES: &[&str] = &[
     "MissingAuthenticationToken",
 ];
 
+/// The time the token cache and the exchanges go by.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
 /// Settings of the token exchanges.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone)]
 pub struct LoginSettings {
     /// Where ECR's API is reached instead of Amazon's regional endpoint
     /// (tests against a local AWS API implementation, air-gapped mirrors).
     pub ecr_endpoint_url: Option<String>,
+    /// Token endpoints called for Google keys besides Google's own.
+    pub google_token_uris: Vec<String>,
+    /// Bounds one Google token exchange.
+    pub google_timeout: Duration,
+    /// The system clock unless a test sets its own.
+    pub clock: Clock,
+}
+
+impl Default for LoginSettings {
+    fn default() -> Self {
+        Self {
+            ecr_endpoint_url: None,
+            google_token_uris: Vec::new(),
+            google_timeout: google::EXCHANGE_TIMEOUT,
+            clock: Arc::new(Timestamp::now),
+        }
+    }
+}
+
+impl fmt::Debug for LoginSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoginSettings")
+            .field("ecr_endpoint_url", &self.ecr_endpoint_url)
+            .field("google_token_uris", &self.google_token_uris)
+            .field("google_timeout", &self.google_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A registry's AWS keys: an IAM user's, or temporary ones with their
@@ -87,11 +121,13 @@ impl Cached {
 
 type Slot = Arc<tokio::sync::Mutex<Option<Cached>>>;
 
-/// The login provider of the server: static kinds and ECR token exchanges.
+/// The login provider of the server: static kinds, ECR and Google token
+/// exchanges.
 #[derive(Clone)]
 pub struct Logins {
     settings: LoginSettings,
     http: SharedHttpClient,
+    google: google::GoogleTokens,
     /// One slot per (registry, credential revision); a slot's async lock
     /// makes concurrent logins of one registry share one exchange.
     cache: Arc<Mutex<HashMap<(RegistryId, i64), Slot>>>,
@@ -113,6 +149,7 @@ impl Logins {
             .tls_provider(Provider::Rustls(CryptoMode::Ring))
             .build_https();
         Self {
+            google: google::GoogleTokens::new(&settings.google_token_uris, settings.google_timeout),
             settings,
             http,
             cache: Arc::default(),
@@ -120,8 +157,12 @@ impl Logins {
         }
     }
 
-    /// How many `GetAuthorizationToken` calls were made (for tests and
-    /// metrics).
+    fn now(&self) -> Timestamp {
+        (self.settings.clock)()
+    }
+
+    /// How many token exchanges (`GetAuthorizationToken`, Google grants)
+    /// were made (for tests and metrics).
     pub fn token_exchanges(&self) -> u64 {
         self.calls.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -153,38 +194,66 @@ impl Logins {
                 detail: format!("its ECR credentials are for region {region} ({wildcard})"),
             });
         }
+        let login = self
+            .cached(registry, "ECR", || self.get_authorization_token(registry, keys, region))
+            .await?;
+        Ok(for_host(login, host))
+    }
+
+    /// A login from the cache slot of `registry`'s revision while it is
+    /// fresh, else from `exchange`; the cached one, while still valid, when
+    /// the exchange fails. A draft's credentials (unsaved) are exchanged
+    /// every time and never cached.
+    async fn cached<F, Fut>(&self, registry: &Registry, provider: &str, exchange: F) -> Result<DockerLogin, LoginError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<DockerLogin, LoginError>>,
+    {
         if registry.credential_revision == UNSAVED_REVISION {
-            // A draft's keys: exchanged once, never cached.
-            let login = self.get_authorization_token(registry, keys, region).await?;
-            return Ok(for_host(login, host));
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return exchange().await;
         }
         let slot = self.slot(registry);
         let mut cached = slot.lock().await;
-        let now = Timestamp::now();
-        let login = match cached.as_ref() {
-            Some(entry) if entry.fresh(now) => entry.login.clone(),
-            _ => match self.get_authorization_token(registry, keys, region).await {
-                Ok(login) => {
-                    *cached = Some(Cached {
-                        login: login.clone(),
-                        fetched_at: now,
-                    });
-                    login
+        let now = self.now();
+        if let Some(entry) = cached.as_ref().filter(|entry| entry.fresh(now)) {
+            return Ok(entry.login.clone());
+        }
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match exchange().await {
+            Ok(login) => {
+                *cached = Some(Cached {
+                    login: login.clone(),
+                    fetched_at: now,
+                });
+                Ok(login)
+            }
+            Err(error) => match cached.as_ref() {
+                Some(entry) if entry.valid(now) => {
+                    tracing::warn!(
+                        registry_id = %registry.id, %error,
+                        "{provider} token refresh failed; using the cached token until it expires"
+                    );
+                    Ok(entry.login.clone())
                 }
-                Err(error) => match cached.as_ref() {
-                    Some(entry) if entry.valid(now) => {
-                        tracing::warn!(
-                            registry_id = %registry.id, %error,
-                            "ECR token refresh failed; using the cached token until it expires"
-                        );
-                        entry.login.clone()
-                    }
-                    _ => return Err(error),
-                },
+                _ => Err(error),
             },
-        };
-        drop(cached);
-        Ok(for_host(login, host))
+        }
+    }
+
+    async fn google_login(
+        &self,
+        registry: &Registry,
+        key: &SecretString,
+        host: &str,
+    ) -> Result<DockerLogin, LoginError> {
+        let mut login = self
+            .cached(registry, "Google", || {
+                self.google.exchange(registry, key, host, self.now())
+            })
+            .await?;
+        login.server = host.to_ascii_lowercase();
+        Ok(login)
     }
 
     async fn get_authorization_token(
@@ -216,7 +285,6 @@ impl Logins {
             config = config.endpoint_url(url);
         }
         let client = aws_sdk_ecr::Client::from_conf(config.build());
-        self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let output = client
             .get_authorization_token()
             .send()
@@ -239,7 +307,7 @@ impl Logins {
         let expires_at = data
             .expires_at()
             .map(|t| Timestamp(t.secs().saturating_mul(1_000_000) + i64::from(t.subsec_nanos() / 1_000)));
-        decode_token(token, proxy, expires_at, Timestamp::now()).map_err(|e| unavailable(&e))
+        decode_token(token, proxy, expires_at, self.now()).map_err(|e| unavailable(&e))
     }
 }
 
@@ -256,6 +324,7 @@ impl LoginProvider for Logins {
         registry: &Registry,
         credentials: &Credentials,
         host: &str,
+        consumer: LoginUse,
     ) -> Result<DockerLogin, LoginError> {
         match credentials {
             Credentials::Ecr {
@@ -271,7 +340,16 @@ impl LoginProvider for Logins {
                 };
                 self.ecr_login(registry, keys, region, host).await
             }
-            _ => StaticLogins.login(registry, credentials, host).await,
+            Credentials::Gcr {
+                service_account_key,
+                login,
+            }
+            | Credentials::Gar {
+                service_account_key,
+                login,
+                ..
+            } if login.uses_access_token(consumer) => self.google_login(registry, service_account_key, host).await,
+            _ => StaticLogins.login(registry, credentials, host, consumer).await,
         }
     }
 }

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use registry_core::ports::login::{LoginError, LoginProvider};
+use registry_core::ports::login::{LoginError, LoginProvider, LoginUse};
 use registry_core::{Credentials, Registry, Timestamp};
 use registry_login::{LoginSettings, Logins};
 use secrecy::ExposeSecret as _;
@@ -17,6 +17,7 @@ fn logins() -> Option<Logins> {
     let url = registry_testkit::require_service("moto", "REGISTRY_TEST_MOTO_URL")?;
     Some(Logins::new(LoginSettings {
         ecr_endpoint_url: Some(url),
+        ..LoginSettings::default()
     }))
 }
 
@@ -33,7 +34,12 @@ async fn keys_become_an_aws_login_for_the_proxy_endpoint() {
     let Some(logins) = logins() else { return };
     let before = Timestamp::now();
     let login = logins
-        .login(&registry(1), &keys(), "*.dkr.ecr.us-east-1.amazonaws.com")
+        .login(
+            &registry(1),
+            &keys(),
+            "*.dkr.ecr.us-east-1.amazonaws.com",
+            LoginUse::PullSecret,
+        )
         .await
         .unwrap();
     assert_eq!(login.server, ACCOUNT_HOST);
@@ -55,8 +61,14 @@ async fn keys_become_an_aws_login_for_the_proxy_endpoint() {
 #[tokio::test]
 async fn tokens_are_reused_per_revision_and_fetched_anew_after_a_rotation() {
     let Some(logins) = logins() else { return };
-    let first = logins.login(&registry(1), &keys(), ACCOUNT_HOST).await.unwrap();
-    let again = logins.login(&registry(1), &keys(), ACCOUNT_HOST).await.unwrap();
+    let first = logins
+        .login(&registry(1), &keys(), ACCOUNT_HOST, LoginUse::PullSecret)
+        .await
+        .unwrap();
+    let again = logins
+        .login(&registry(1), &keys(), ACCOUNT_HOST, LoginUse::PullSecret)
+        .await
+        .unwrap();
     assert_eq!(logins.token_exchanges(), 1, "the cached token is reused");
     assert_eq!(first.expires_at, again.expires_at);
     assert_eq!(first.password.expose_secret(), again.password.expose_secret());
@@ -74,9 +86,9 @@ async fn futures_join(
 ) -> Vec<Result<registry_core::login::DockerLogin, LoginError>> {
     let credentials = keys();
     let (a, b, c) = tokio::join!(
-        logins.login(registry, &credentials, ACCOUNT_HOST),
-        logins.login(registry, &credentials, ACCOUNT_HOST),
-        logins.login(registry, &credentials, ACCOUNT_HOST),
+        logins.login(registry, &credentials, ACCOUNT_HOST, LoginUse::PullSecret),
+        logins.login(registry, &credentials, ACCOUNT_HOST, LoginUse::PullSecret),
+        logins.login(registry, &credentials, ACCOUNT_HOST, LoginUse::PullSecret),
     );
     vec![a, b, c]
 }
@@ -85,7 +97,12 @@ async fn futures_join(
 async fn hosts_of_another_region_are_refused_without_a_call() {
     let Some(logins) = logins() else { return };
     let error = logins
-        .login(&registry(1), &keys(), "123456789012.dkr.ecr.eu-west-1.amazonaws.com")
+        .login(
+            &registry(1),
+            &keys(),
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+            LoginUse::PullSecret,
+        )
         .await
         .unwrap_err();
     assert!(matches!(error, LoginError::WrongHost { .. }), "{error:?}");
@@ -99,7 +116,10 @@ async fn static_kinds_need_no_exchange() {
         username: "myorg".into(),
         token: "ghp_16C7e42F292c6912E7710c838347Ae178B4a".into(),
     };
-    let login = logins.login(&registry(1), &ghcr, "ghcr.io").await.unwrap();
+    let login = logins
+        .login(&registry(1), &ghcr, "ghcr.io", LoginUse::PullSecret)
+        .await
+        .unwrap();
     assert_eq!((login.server.as_str(), login.username.as_str()), ("ghcr.io", "myorg"));
     assert_eq!(login.expires_at, None);
     assert_eq!(logins.token_exchanges(), 0);
@@ -115,8 +135,12 @@ async fn an_unreachable_endpoint_is_unavailable_and_never_shows_the_secret() {
         .port();
     let logins = Logins::new(LoginSettings {
         ecr_endpoint_url: Some(format!("http://127.0.0.1:{port}")),
+        ..LoginSettings::default()
     });
-    let error = logins.login(&registry(1), &keys(), ACCOUNT_HOST).await.unwrap_err();
+    let error = logins
+        .login(&registry(1), &keys(), ACCOUNT_HOST, LoginUse::PullSecret)
+        .await
+        .unwrap_err();
     assert!(matches!(error, LoginError::Unavailable { .. }), "{error:?}");
     let message = error.to_string();
     assert!(

@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex};
 
 use registry_core::Timestamp;
-use registry_core::ports::login::LoginProvider;
+use registry_core::ports::login::{LoginProvider, LoginUse};
 use registry_login::{LoginSettings, Logins};
 use secrecy::ExposeSecret as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -67,12 +67,14 @@ async fn temporary_keys_send_their_session_token() {
     let (url, seen) = ecr_endpoint().await;
     let logins = Logins::new(LoginSettings {
         ecr_endpoint_url: Some(url),
+        ..LoginSettings::default()
     });
     let login = logins
         .login(
             &common::ecr_registry("reg-sessiontest", 1),
             &common::ecr_keys("ASIAIOSFODNN7EXAMPLE", Some(SESSION_TOKEN)),
             HOST,
+            LoginUse::PullSecret,
         )
         .await
         .unwrap();
@@ -93,12 +95,14 @@ async fn an_iam_users_keys_send_no_session_token() {
     let (url, seen) = ecr_endpoint().await;
     let logins = Logins::new(LoginSettings {
         ecr_endpoint_url: Some(url),
+        ..LoginSettings::default()
     });
     logins
         .login(
             &common::ecr_registry("reg-sessiontest", 1),
             &common::ecr_keys("AKIAIOSFODNN7EXAMPLE", None),
             HOST,
+            LoginUse::PullSecret,
         )
         .await
         .unwrap();
@@ -114,16 +118,17 @@ async fn unsaved_keys_are_never_cached() {
     let (url, seen) = ecr_endpoint().await;
     let logins = Logins::new(LoginSettings {
         ecr_endpoint_url: Some(url),
+        ..LoginSettings::default()
     });
     let keys = common::ecr_keys("AKIAIOSFODNN7EXAMPLE", None);
     let draft = common::ecr_registry("reg-draft", registry_core::registry::UNSAVED_REVISION);
     for _ in 0..2 {
-        logins.login(&draft, &keys, HOST).await.unwrap();
+        logins.login(&draft, &keys, HOST, LoginUse::PullSecret).await.unwrap();
     }
     assert_eq!(seen.lock().unwrap().len(), 2);
     let saved = common::ecr_registry("reg-saved", 1);
     for _ in 0..2 {
-        logins.login(&saved, &keys, HOST).await.unwrap();
+        logins.login(&saved, &keys, HOST, LoginUse::PullSecret).await.unwrap();
     }
     assert_eq!(seen.lock().unwrap().len(), 3);
 }

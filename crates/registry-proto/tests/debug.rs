@@ -29,10 +29,12 @@ fn debug_output_never_holds_a_credential() {
         }),
         pb::credentials::Kind::Gcr(pb::GcrCredentials {
             service_account_key: SECRET.into(),
+            login: pb::GoogleLogin::Unspecified.into(),
         }),
         pb::credentials::Kind::Gar(pb::GarCredentials {
             service_account_key: SECRET.into(),
             region: "europe".into(),
+            login: pb::GoogleLogin::AccessToken.into(),
         }),
         pb::credentials::Kind::Quay(pb::QuayCredentials {
             username: "org+bot".into(),

@@ -13,6 +13,7 @@
 use sea_orm::{ConnectionTrait, Database};
 
 pub mod distribution;
+pub mod google;
 pub mod kube_api;
 pub mod pki;
 pub mod token_registry;

@@ -38,6 +38,8 @@ pub struct Config {
     pub sync: SyncConfig,
     /// Amazon ECR token exchanges.
     pub ecr: EcrConfig,
+    /// Google OAuth token exchanges.
+    pub google: GoogleConfig,
     /// Live connection tests (`TEST_MODE_LIVE`).
     pub live_test: LiveTestConfig,
     /// Orchestrator targets by name, as `PrepareDeployment` names them.
@@ -59,6 +61,7 @@ impl fmt::Debug for Config {
             .field("limits", &self.limits)
             .field("sync", &self.sync)
             .field("ecr", &self.ecr)
+            .field("google", &self.google)
             .field("live_test", &self.live_test)
             .field("targets", &self.targets)
             .finish()
@@ -80,6 +83,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             sync: SyncConfig::default(),
             ecr: EcrConfig::default(),
+            google: GoogleConfig::default(),
             live_test: LiveTestConfig::default(),
             targets: BTreeMap::new(),
         }
@@ -321,6 +325,19 @@ pub struct EcrConfig {
     pub endpoint_url: Option<String>,
 }
 
+/// Google: service-account keys of GCR/GAR registries exchanged for OAuth
+/// access tokens at their key's `token_uri`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GoogleConfig {
+    /// Token endpoints this server calls besides Google's own
+    /// (`https://oauth2.googleapis.com/token`,
+    /// `https://accounts.google.com/o/oauth2/token`): a key naming any other
+    /// `token_uri` is refused, so a stored key cannot point the server at an
+    /// arbitrary address. https, or http to a loopback address.
+    pub token_uris: Vec<String>,
+}
+
 /// Live connection tests: the registry v2 handshake from this server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -490,7 +507,7 @@ impl Overrides {
 
 /// Top-level keys the environment may set (`REGISTRY_<KEY>`); other
 /// `REGISTRY_*` variables belong to other tools and are ignored.
-const ENV_KEYS: [&str; 13] = [
+const ENV_KEYS: [&str; 14] = [
     "listen",
     "tls",
     "data_dir",
@@ -503,6 +520,7 @@ const ENV_KEYS: [&str; 13] = [
     "limits",
     "sync",
     "ecr",
+    "google",
     "targets",
 ];
 
@@ -700,6 +718,23 @@ impl Config {
             return invalid(format!(
                 "ecr.endpoint_url must be an http:// or https:// URL, not {url:?}"
             ));
+        }
+        for uri in &self.google.token_uris {
+            let loopback_http = url::Url::parse(uri).is_ok_and(|u| {
+                u.scheme() == "http"
+                    && match u.host() {
+                        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                        Some(url::Host::Domain(name)) => name == "localhost",
+                        None => false,
+                    }
+            });
+            let https = url::Url::parse(uri).is_ok_and(|u| u.scheme() == "https" && u.host().is_some());
+            if !(https || loopback_http) {
+                return invalid(format!(
+                    "google.token_uris: {uri:?} must be an https:// URL (http:// only to a loopback address)"
+                ));
+            }
         }
         let sync = &self.sync;
         if sync.concurrency == 0 || sync.qps < 0.0 || sync.interval_ms == 0 || sync.call_timeout_ms == 0 {

@@ -225,6 +225,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let keys: Arc<dyn Sealer> = Arc::new(keys);
     let logins: Arc<dyn LoginProvider> = Arc::new(Logins::new(LoginSettings {
         ecr_endpoint_url: config.ecr.endpoint_url.clone(),
+        google_token_uris: config.google.token_uris.clone(),
+        ..LoginSettings::default()
     }));
     let registries = Registries::new(Arc::new(store.clone()) as Arc<dyn RegistryStore>, Arc::clone(&keys))
         .with_sync(trigger.clone())

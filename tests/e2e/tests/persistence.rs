@@ -65,6 +65,7 @@ fn registries() -> Vec<pb::CreateRegistryRequest> {
             pb::RegistryType::Gcr,
             Kind::Gcr(pb::GcrCredentials {
                 service_account_key: SERVICE_ACCOUNT_KEY.into(),
+                login: pb::GoogleLogin::JsonKey.into(),
             }),
         ),
     ]

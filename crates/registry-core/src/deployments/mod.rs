@@ -17,7 +17,7 @@ use crate::audit::{AuditAction, AuditEvent, AuditOutcome};
 use crate::error::{Error, FieldViolation, Resource, Result};
 use crate::kind::RegistryKind;
 use crate::login::DockerLogin;
-use crate::ports::login::LoginProvider;
+use crate::ports::login::{LoginProvider, LoginUse};
 use crate::ports::orchestrators::TargetError;
 use crate::ports::store::{DeployStore, IntentOutcome, RecordedIntent, UsageIntent};
 use crate::principal::{Principal, Role};
@@ -136,6 +136,8 @@ struct Prepare<'a> {
     image: ImageReference,
     /// The login of `registry` at the revision it was loaded at.
     login: Option<DockerLogin>,
+    /// Who the login is for: the target's kind.
+    consumer: LoginUse,
 }
 
 impl Prepare<'_> {
@@ -261,7 +263,7 @@ impl Deployments {
         let registry = registry.filter(|r| r.registry.kind != RegistryKind::Public);
         let image = resolve_image(&request, registry.as_ref())?;
         let login = match &registry {
-            Some(stored) => Some(self.login(stored, image.host()).await?),
+            Some(stored) => Some(self.login(stored, image.host(), target.kind.login_use()).await?),
             None => None,
         };
         let prepare = Prepare {
@@ -270,6 +272,7 @@ impl Deployments {
             registry,
             image,
             login,
+            consumer: target.kind.login_use(),
         };
         match &target.kind {
             TargetKind::Kubernetes { namespaces, api } => self.prepare_kubernetes(&prepare, namespaces, api).await,
@@ -346,7 +349,9 @@ impl Deployments {
             .registry_by_id(&stored.registry.id)
             .await?
             .ok_or_else(|| Error::registry_not_found(stored.registry.id.to_string()))?;
-        Ok(Some(self.login(&current, prepare.image.host()).await?))
+        Ok(Some(
+            self.login(&current, prepare.image.host(), prepare.consumer).await?,
+        ))
     }
 
     /// Runs one orchestrator request under the call deadline.
@@ -356,9 +361,12 @@ impl Deployments {
             .unwrap_or(Err(TargetError::Timeout(self.settings.call_timeout)))
     }
 
-    async fn login(&self, stored: &StoredRegistry, host: &str) -> Result<DockerLogin> {
+    async fn login(&self, stored: &StoredRegistry, host: &str, consumer: LoginUse) -> Result<DockerLogin> {
         let credentials = self.registries.open(stored)?;
-        Ok(self.logins.login(&stored.registry, &credentials, host).await?)
+        Ok(self
+            .logins
+            .login(&stored.registry, &credentials, host, consumer)
+            .await?)
     }
 
     /// Ends a container's usage; its pull Secret goes when nothing else in
@@ -427,7 +435,7 @@ impl Deployments {
             "" => "docker.io".to_owned(),
             server => server.to_owned(),
         };
-        let login = self.login(&stored, &host).await?;
+        let login = self.login(&stored, &host, LoginUse::Deployer).await?;
         self.registries.store().record(&audit(AuditOutcome::Ok)).await?;
         Ok((stored, login))
     }

@@ -38,17 +38,35 @@ pub enum LoginError {
     Unavailable { registry: String, detail: String },
 }
 
+/// Who a login is handed to. Google keys log in differently for each
+/// ([`crate::GoogleLogin::uses_access_token`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginUse {
+    /// A Kubernetes pull Secret, which the sync loop refreshes before the
+    /// login expires.
+    PullSecret,
+    /// A Docker engine (Swarm service, Compose pull).
+    Engine,
+    /// A deployer calling `ResolvePullCredentials`.
+    Deployer,
+    /// A live connection test.
+    LiveTest,
+}
+
 /// Turns stored credentials into a docker login for an image host: static
-/// kinds directly, token kinds (ECR) through their provider.
+/// kinds directly, token kinds (ECR, Google access tokens) through their
+/// provider.
 #[async_trait]
 pub trait LoginProvider: Send + Sync + fmt::Debug + 'static {
     /// The login of `registry`'s `credentials` (its current revision) for
-    /// `host`, the image's host (or the registry's server).
+    /// `host`, the image's host (or the registry's server), to hand to
+    /// `consumer`.
     async fn login(
         &self,
         registry: &Registry,
         credentials: &Credentials,
         host: &str,
+        consumer: LoginUse,
     ) -> Result<DockerLogin, LoginError>;
 }
 
