@@ -64,6 +64,7 @@ pub fn credentials_from_proto(credentials: Option<pb::Credentials>, field: &str)
             secret_access_key: secret(c.secret_access_key),
             region: c.region,
             session_token: Some(c.session_token).filter(|t| !t.is_empty()).map(SecretString::from),
+            server_identity: c.use_server_identity,
         },
         Kind::Acr(c) => Credentials::Acr {
             login_server: c.login_server,

@@ -27,6 +27,10 @@ pub enum Credentials {
         /// The session token of temporary (`ASIA…`) keys.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         session_token: Option<SecretString>,
+        /// Log in with the server's own AWS identity (the SDK's default
+        /// chain) instead of stored keys, which are then empty.
+        #[serde(default)]
+        server_identity: bool,
     },
     Acr {
         login_server: String,
@@ -79,6 +83,8 @@ enum Exposed<'a> {
         region: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         session_token: Option<&'a str>,
+        #[serde(skip_serializing_if = "is_false")]
+        server_identity: bool,
     },
     Acr {
         login_server: &'a str,
@@ -108,6 +114,11 @@ enum Exposed<'a> {
         ca_bundle: &'a str,
     },
     Public,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if signature
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// How a Google service-account key becomes a docker login.
@@ -189,11 +200,13 @@ impl Credentials {
                 secret_access_key,
                 region,
                 session_token,
+                server_identity,
             } => Exposed::Ecr {
                 access_key_id: access_key_id.expose_secret(),
                 secret_access_key: secret_access_key.expose_secret(),
                 region,
                 session_token: session_token.as_ref().map(ExposeSecret::expose_secret),
+                server_identity: *server_identity,
             },
             Self::Acr {
                 login_server,
@@ -304,10 +317,16 @@ impl Credentials {
                 vec![plain("username", username), secret("password", password)]
             }
             Self::Ecr {
+                region,
+                server_identity: true,
+                ..
+            } => vec![plain("identity", "server"), plain("region", region)],
+            Self::Ecr {
                 access_key_id,
                 secret_access_key,
                 region,
                 session_token,
+                server_identity: false,
             } => {
                 let mut hints = vec![
                     secret("access_key_id", access_key_id),
@@ -485,6 +504,7 @@ mod tests {
             secret_access_key: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
             region: "us-east-1".into(),
             session_token: None,
+            server_identity: false,
         };
         assert_eq!(ecr.server(), "*.dkr.ecr.us-east-1.amazonaws.com");
         let custom = Credentials::Custom {

@@ -236,6 +236,7 @@ mod tests {
             secret_access_key: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
             region: "us-east-1".into(),
             session_token: None,
+            server_identity: false,
         };
         assert_eq!(
             DockerLogin::from_credentials(&ecr, "123456789012.dkr.ecr.us-east-1.amazonaws.com").unwrap_err(),
@@ -304,6 +305,7 @@ mod tests {
             secret_access_key: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
             region: "us-east-1".into(),
             session_token: None,
+            server_identity: false,
         };
         assert_eq!(
             StaticLogins

@@ -1195,6 +1195,7 @@ mod tests {
             secret_access_key: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
             region: "us-east-1".into(),
             session_token: None,
+            server_identity: false,
         };
         let custom = Credentials::Custom {
             url: "https://Registry.Example.com:5443/".into(),

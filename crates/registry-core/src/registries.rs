@@ -17,6 +17,7 @@ use crate::ports::store::{Inserted, ListQuery, RegistryStore, StoreError, WriteO
 use crate::principal::{Principal, Role};
 use crate::registry::{Registry, RegistryId, StoredRegistry, Timestamp, UNSAVED_REVISION, new_etag};
 use crate::sync::SyncTrigger;
+use crate::targets::Organizations;
 use crate::validate;
 
 /// Page size when the caller asks for none.
@@ -147,6 +148,9 @@ pub struct Registries {
     sync: SyncTrigger,
     live: Option<LiveTests>,
     opened: Arc<Opened>,
+    /// The organizations whose ECR registries may choose the server's own
+    /// AWS identity.
+    ambient_aws: Option<Organizations>,
 }
 
 impl Registries {
@@ -185,7 +189,36 @@ impl Registries {
             sync: SyncTrigger::default(),
             live: None,
             opened: Arc::default(),
+            ambient_aws: None,
         }
+    }
+
+    /// Lets the ECR registries of `organizations` log in with the server's
+    /// own AWS identity (`use_server_identity`); for others, creating or
+    /// updating one is FAILED_PRECONDITION.
+    pub fn with_ambient_aws(mut self, organizations: Option<Organizations>) -> Self {
+        self.ambient_aws = organizations;
+        self
+    }
+
+    /// What the server's configuration does not allow `organization`'s
+    /// credentials to choose.
+    fn check_allowed(&self, organization: &str, credentials: &Credentials) -> Result<()> {
+        let allowed = self.ambient_aws.as_ref().is_some_and(|orgs| orgs.allows(organization));
+        if matches!(
+            credentials,
+            Credentials::Ecr {
+                server_identity: true,
+                ..
+            }
+        ) && !allowed
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "registry.credentials.ecr.use_server_identity: this server does not log in to ECR with its own \
+                 AWS identity for organization {organization:?} (ecr.ambient_identity_organizations)"
+            )));
+        }
+        Ok(())
     }
 
     /// Offers live connection tests: logins through `logins`, the
@@ -233,6 +266,7 @@ impl Registries {
                 return Err(Error::InvalidArgument(violations));
             }
         };
+        self.check_allowed(&principal.organization, &credentials)?;
 
         let organization = &principal.organization;
         if let Some(request_id) = &new.request_id
@@ -385,6 +419,7 @@ impl Registries {
                 let kind = current.registry.kind;
                 let (_, credentials) =
                     check_draft("registry.", Some(kind), Some(credentials)).map_err(Error::InvalidArgument)?;
+                self.check_allowed(&principal.organization, &credentials)?;
                 next.sealed_credentials = self.seal(&next.registry.id, &credentials)?;
                 next.key_id = self.sealer.primary_key_id().to_owned();
                 next.registry.server = credentials.server();

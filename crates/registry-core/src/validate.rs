@@ -44,7 +44,30 @@ pub fn credentials(credentials: &Credentials) -> Vec<FieldViolation> {
             access_key_id,
             secret_access_key,
             region,
+            server_identity: true,
             session_token,
+        } => {
+            let empty = |value: &str| -> Check {
+                if value.is_empty() {
+                    Ok(())
+                } else {
+                    Err("must be empty with use_server_identity: the server's own AWS identity logs in".into())
+                }
+            };
+            violations.check("access_key_id", empty(access_key_id.expose_secret()));
+            violations.check("secret_access_key", empty(secret_access_key.expose_secret()));
+            violations.check(
+                "session_token",
+                empty(session_token.as_ref().map_or("", ExposeSecret::expose_secret)),
+            );
+            violations.check("region", ecr::region(region));
+        }
+        Credentials::Ecr {
+            access_key_id,
+            secret_access_key,
+            region,
+            session_token,
+            server_identity: false,
         } => {
             violations.check("access_key_id", ecr::access_key_id(access_key_id.expose_secret()));
             violations.check(

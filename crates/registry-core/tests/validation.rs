@@ -56,6 +56,7 @@ fn ecr(access_key_id: &str, secret_access_key: &str, region: &str) -> Credential
         secret_access_key: secret_access_key.into(),
         region: region.into(),
         session_token: None,
+        server_identity: false,
     }
 }
 
@@ -1030,4 +1031,29 @@ fn custom_rejects_a_ca_bundle_that_is_not_certificates() {
     ] {
         assert_rejected_saying(case, &custom_trusting(bundle), "ca_bundle", needle);
     }
+}
+
+#[test]
+fn ecr_with_the_servers_identity_takes_a_region_and_no_keys() {
+    let ambient = |access_key_id: &str, secret_access_key: &str, region: &str| Credentials::Ecr {
+        access_key_id: access_key_id.into(),
+        secret_access_key: secret_access_key.into(),
+        region: region.into(),
+        session_token: None,
+        server_identity: true,
+    };
+    assert_valid(&ambient("", "", "eu-west-1"));
+    assert_rejected_saying(
+        "keys with the server's identity",
+        &ambient("AKIAIOSFODNN7EXAMPLE", "", "eu-west-1"),
+        "access_key_id",
+        "must be empty with use_server_identity",
+    );
+    assert_rejected_saying(
+        "a secret with the server's identity",
+        &ambient("", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "eu-west-1"),
+        "secret_access_key",
+        "must be empty",
+    );
+    assert_rejected("no region", &ambient("", "", ""), "region");
 }

@@ -22,13 +22,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_ecr::config::{BehaviorVersion, Region, SharedHttpClient, retry::RetryConfig, timeout::TimeoutConfig};
+use aws_config::default_provider::credentials::DefaultCredentialsChain;
+use aws_config::provider_config::ProviderConfig;
+use aws_sdk_ecr::config::{
+    BehaviorVersion, Region, SharedCredentialsProvider, SharedHttpClient, retry::RetryConfig, timeout::TimeoutConfig,
+};
 use aws_sdk_ecr::error::SdkError;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use registry_core::login::{DockerLogin, StaticLogins};
 use registry_core::ports::login::{LoginError, LoginProvider, LoginUse};
 use registry_core::registry::UNSAVED_REVISION;
+use registry_core::targets::Organizations;
 use registry_core::{Credentials, Registry, RegistryId, Timestamp, reference};
 use secrecy::{ExposeSecret as _, SecretString};
 use zeroize::Zeroizing;
@@ -65,6 +70,9 @@ pub struct LoginSettings {
     pub google_token_uris: Vec<String>,
     /// Bounds one Google token exchange.
     pub google_timeout: Duration,
+    /// The organizations whose ECR registries may log in with the server's
+    /// own AWS identity; `None` for none.
+    pub ecr_ambient_identity: Option<Organizations>,
     /// The system clock unless a test sets its own.
     pub clock: Clock,
 }
@@ -75,6 +83,7 @@ impl Default for LoginSettings {
             ecr_endpoint_url: None,
             google_token_uris: Vec::new(),
             google_timeout: google::EXCHANGE_TIMEOUT,
+            ecr_ambient_identity: None,
             clock: Arc::new(Timestamp::now),
         }
     }
@@ -86,17 +95,23 @@ impl fmt::Debug for LoginSettings {
             .field("ecr_endpoint_url", &self.ecr_endpoint_url)
             .field("google_token_uris", &self.google_token_uris)
             .field("google_timeout", &self.google_timeout)
+            .field("ecr_ambient_identity", &self.ecr_ambient_identity)
             .finish_non_exhaustive()
     }
 }
 
-/// A registry's AWS keys: an IAM user's, or temporary ones with their
-/// session token.
+/// Who calls `GetAuthorizationToken` for a registry.
 #[derive(Clone, Copy)]
-struct EcrKeys<'a> {
-    access_key_id: &'a SecretString,
-    secret_access_key: &'a SecretString,
-    session_token: Option<&'a SecretString>,
+enum EcrKeys<'a> {
+    /// The registry's keys: an IAM user's, or temporary ones with their
+    /// session token.
+    Stored {
+        access_key_id: &'a SecretString,
+        secret_access_key: &'a SecretString,
+        session_token: Option<&'a SecretString>,
+    },
+    /// The server's own identity: the SDK's default credential chain.
+    Server,
 }
 
 /// A cached ECR login and when it was fetched.
@@ -262,17 +277,53 @@ impl Logins {
         keys: EcrKeys<'_>,
         region: &str,
     ) -> Result<DockerLogin, LoginError> {
-        let keys = aws_sdk_ecr::config::Credentials::new(
-            keys.access_key_id.expose_secret(),
-            keys.secret_access_key.expose_secret(),
-            keys.session_token.map(|token| token.expose_secret().to_owned()),
-            None,
-            "registry-login",
-        );
+        let credentials = match keys {
+            EcrKeys::Stored {
+                access_key_id,
+                secret_access_key,
+                session_token,
+            } => SharedCredentialsProvider::new(aws_sdk_ecr::config::Credentials::new(
+                access_key_id.expose_secret(),
+                secret_access_key.expose_secret(),
+                session_token.map(|token| token.expose_secret().to_owned()),
+                None,
+                "registry-login",
+            )),
+            EcrKeys::Server
+                if !self
+                    .settings
+                    .ecr_ambient_identity
+                    .as_ref()
+                    .is_some_and(|allowed| allowed.allows(&registry.organization)) =>
+            {
+                return Err(LoginError::Refused {
+                    provider: "AWS",
+                    registry: registry.id.to_string(),
+                    detail: format!(
+                        "it uses the server's own AWS identity, which this server's configuration does not allow \
+                         organization {:?} (ecr.ambient_identity_organizations)",
+                        registry.organization
+                    ),
+                });
+            }
+            EcrKeys::Server => {
+                let region = Region::new(region.to_owned());
+                let provider = ProviderConfig::without_region()
+                    .with_http_client(self.http.clone())
+                    .with_region(Some(region.clone()));
+                SharedCredentialsProvider::new(
+                    DefaultCredentialsChain::builder()
+                        .configure(provider)
+                        .region(region)
+                        .build()
+                        .await,
+                )
+            }
+        };
         let mut config = aws_sdk_ecr::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(region.to_owned()))
-            .credentials_provider(keys)
+            .credentials_provider(credentials)
             .http_client(self.http.clone())
             .retry_config(RetryConfig::standard().with_max_attempts(2))
             .timeout_config(
@@ -332,11 +383,16 @@ impl LoginProvider for Logins {
                 secret_access_key,
                 region,
                 session_token,
+                server_identity,
             } => {
-                let keys = EcrKeys {
-                    access_key_id,
-                    secret_access_key,
-                    session_token: session_token.as_ref(),
+                let keys = if *server_identity {
+                    EcrKeys::Server
+                } else {
+                    EcrKeys::Stored {
+                        access_key_id,
+                        secret_access_key,
+                        session_token: session_token.as_ref(),
+                    }
                 };
                 self.ecr_login(registry, keys, region, host).await
             }
@@ -418,6 +474,20 @@ pub fn decode_token(
     })
 }
 
+/// The credential provider's error inside a failed call, if that is what
+/// failed (the server's identity chain found nothing, or its provider
+/// failed).
+fn credentials_error(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut source = Some(error);
+    while let Some(cause) = source {
+        if let Some(missing) = cause.downcast_ref::<aws_credential_types::provider::error::CredentialsError>() {
+            return Some(aws_sdk_ecr::error::DisplayErrorContext(missing).to_string());
+        }
+        source = cause.source();
+    }
+    None
+}
+
 /// Refused keys become [`LoginError::Refused`]; anything else (network,
 /// throttling, AWS failures) [`LoginError::Unavailable`]. Messages carry AWS's
 /// error code and message, never the keys.
@@ -449,6 +519,15 @@ where
             registry: registry_id,
             detail: "ECR did not answer in time".into(),
         },
+        SdkError::DispatchFailure(failure)
+            if let Some(missing) = failure.as_connector_error().and_then(|e| credentials_error(e)) =>
+        {
+            LoginError::Refused {
+                provider: "AWS",
+                registry: registry_id,
+                detail: format!("the server's AWS identity gave no credentials: {missing}"),
+            }
+        }
         SdkError::DispatchFailure(failure) => LoginError::Unavailable {
             registry: registry_id,
             detail: format!(

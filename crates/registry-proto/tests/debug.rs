@@ -21,6 +21,7 @@ fn debug_output_never_holds_a_credential() {
             secret_access_key: SECRET.into(),
             region: "eu-west-1".into(),
             session_token: SECRET.into(),
+            use_server_identity: false,
         }),
         pb::credentials::Kind::Acr(pb::AcrCredentials {
             login_server: "x.azurecr.io".into(),

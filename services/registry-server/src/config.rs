@@ -323,6 +323,24 @@ pub struct EcrConfig {
     /// tests against a local AWS API implementation (moto) or an air-gapped
     /// mirror of the ECR API. Absent in production.
     pub endpoint_url: Option<String>,
+    /// The organizations whose ECR registries may log in with this
+    /// server's own AWS identity (the SDK's default chain: environment, web
+    /// identity, ECS, instance role) instead of stored keys: `["acme"]`, or
+    /// `["*"]` for every one. Empty (the default): none. A writer of a listed
+    /// organization can make the server's identity pull whatever it may pull.
+    pub ambient_identity_organizations: Vec<String>,
+}
+
+impl EcrConfig {
+    /// The organizations allowed the server's identity; `None` for none.
+    pub fn ambient_identity(&self) -> Result<Option<Organizations>, String> {
+        if self.ambient_identity_organizations.is_empty() {
+            return Ok(None);
+        }
+        Organizations::from_list(self.ambient_identity_organizations.iter().cloned())
+            .map(Some)
+            .map_err(|reason| format!("ecr.ambient_identity_organizations {reason}"))
+    }
 }
 
 /// Google: service-account keys of GCR/GAR registries exchanged for OAuth
@@ -718,6 +736,9 @@ impl Config {
             return invalid(format!(
                 "ecr.endpoint_url must be an http:// or https:// URL, not {url:?}"
             ));
+        }
+        if let Err(reason) = self.ecr.ambient_identity() {
+            return invalid(reason);
         }
         for uri in &self.google.token_uris {
             let loopback_http = url::Url::parse(uri).is_ok_and(|u| {

@@ -223,13 +223,17 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     }
     let trigger = SyncTrigger::default();
     let keys: Arc<dyn Sealer> = Arc::new(keys);
+    // Checked when the configuration was loaded.
+    let ambient_aws = config.ecr.ambient_identity().unwrap_or_default();
     let logins: Arc<dyn LoginProvider> = Arc::new(Logins::new(LoginSettings {
         ecr_endpoint_url: config.ecr.endpoint_url.clone(),
         google_token_uris: config.google.token_uris.clone(),
+        ecr_ambient_identity: ambient_aws.clone(),
         ..LoginSettings::default()
     }));
     let registries = Registries::new(Arc::new(store.clone()) as Arc<dyn RegistryStore>, Arc::clone(&keys))
         .with_sync(trigger.clone())
+        .with_ambient_aws(ambient_aws)
         .with_live_tests(Arc::clone(&logins), Arc::new(probe(&config.live_test)?));
     let deploy_store: Arc<dyn DeployStore> = Arc::new(store.clone());
     let deployments = Deployments::new(

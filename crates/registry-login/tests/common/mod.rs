@@ -32,5 +32,6 @@ pub(crate) fn ecr_keys(access_key_id: &str, session_token: Option<&str>) -> Cred
         secret_access_key: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
         region: "us-east-1".into(),
         session_token: session_token.map(Into::into),
+        server_identity: false,
     }
 }
