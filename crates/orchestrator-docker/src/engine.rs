@@ -15,7 +15,7 @@ use http::HeaderValue;
 use http::header::HeaderName;
 use http::uri::{PathAndQuery, Uri};
 use registry_core::login::DockerLogin;
-use registry_core::ports::orchestrators::{DockerEngine, EngineRole, TargetError};
+use registry_core::ports::orchestrators::{DockerEngine, EngineRole, SecretVersion, TargetError};
 use registry_core::reference::ImageReference;
 use secrecy::ExposeSecret;
 use tokio::sync::OnceCell;
@@ -450,6 +450,13 @@ impl DockerEngine for DockerTarget {
         };
         let auth = login.registry_auth();
         self.pull_with(image, Some(&auth))
+            .await
+            .map_err(|e| errors::redact(e, &[login.password.expose_secret(), &auth]))
+    }
+
+    async fn refresh_service_login(&self, service: &str, login: &DockerLogin) -> Result<SecretVersion, TargetError> {
+        let auth = login.registry_auth();
+        self.update_service_login(service, &login.server, &auth)
             .await
             .map_err(|e| errors::redact(e, &[login.password.expose_secret(), &auth]))
     }

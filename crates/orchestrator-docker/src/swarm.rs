@@ -11,7 +11,7 @@ use bollard::models::{
     NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec, TaskSpecContainerSpec,
 };
 use bollard::query_parameters::UpdateServiceOptionsBuilder;
-use registry_core::ports::orchestrators::TargetError;
+use registry_core::ports::orchestrators::{SecretVersion, TargetError};
 use registry_core::reference::ImageReference;
 
 use crate::engine::DockerTarget;
@@ -104,6 +104,62 @@ impl DockerTarget {
             .await
             .map_err(|e| self.engine_error(&action, e))?;
         Ok(())
+    }
+
+    /// Sends `registry_auth` (verbatim) as service `name`'s stored login with
+    /// its spec exactly as inspected, at the inspected version (a concurrent
+    /// update is a [`TargetError::Conflict`]). The manager re-runs no task
+    /// for a change of the login alone; tasks scheduled later get it. The
+    /// service's image must be on `server`, so a login never reaches a
+    /// service pulling from another registry. Returns the service id and
+    /// the version it was updated from.
+    pub async fn update_service_login(
+        &self,
+        name: &str,
+        server: &str,
+        registry_auth: &str,
+    ) -> Result<SecretVersion, TargetError> {
+        let action = format!("updating the registry login of service {name:?}");
+        let docker = self.docker().await?;
+        let service = docker
+            .inspect_service(name, None)
+            .await
+            .map_err(|e| self.engine_error(&action, e))?;
+        let index = service.version.and_then(|v| v.index).unwrap_or_default();
+        let version = i32::try_from(index).map_err(|_| {
+            TargetError::Other(format!(
+                "{action}: version {index} of the service is beyond what bollard can send back"
+            ))
+        })?;
+        let spec = service.spec.unwrap_or_default();
+        let image = spec
+            .task_template
+            .as_ref()
+            .and_then(|t| t.container_spec.as_ref())
+            .and_then(|c| c.image.as_deref())
+            .unwrap_or_default();
+        let pulls_from_server = ImageReference::parse(image).is_ok_and(|image| image.matches_server(server));
+        if !pulls_from_server {
+            return Err(TargetError::Other(format!(
+                "{action}: its image {image:?} is not on {server}, the registry whose login it would get"
+            )));
+        }
+        let options = UpdateServiceOptionsBuilder::default().version(version).build();
+        self.docker_with_registry_auth(registry_auth)
+            .await?
+            .update_service(name, spec, options, None)
+            .await
+            .map_err(|e| match self.engine_error(&action, e) {
+                // Swarm answers a stale version with "update out of sequence".
+                TargetError::Other(detail) if detail.contains("out of sequence") => {
+                    TargetError::Conflict(format!("service {name:?}"))
+                }
+                other => other,
+            })?;
+        Ok(SecretVersion {
+            uid: service.id.unwrap_or_default(),
+            resource_version: index.to_string(),
+        })
     }
 
     /// Removes service `name`; its tasks' containers go with it.

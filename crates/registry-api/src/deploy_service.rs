@@ -142,6 +142,7 @@ impl DeployApi {
                     registry_id: config.registry_id,
                     image_name: config.image_name,
                     image_tag: config.image_tag,
+                    swarm_service: request.swarm_service,
                 },
             )
             .await?;

@@ -83,7 +83,7 @@ pub enum Error {
     /// The namespace holds another organization's deployments.
     #[error(
         "namespace {namespace:?} on target {target:?} belongs to another organization; \
-         a namespace holds the pull secrets of one organization only"
+         a namespace (or Swarm service name) holds the pull secrets of one organization only"
     )]
     NamespaceTaken { target: String, namespace: String },
     /// The system is not in the state the request needs.

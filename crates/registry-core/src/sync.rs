@@ -23,11 +23,11 @@ use crate::audit::{AuditAction, AuditEvent, AuditOutcome, SERVICE_ACTOR};
 use crate::credentials::Credentials;
 use crate::drift::DriftRepair;
 use crate::ports::login::{LoginProvider, LoginUse};
-use crate::ports::orchestrators::{Deleted, PullSecret, PullSecretApi, TargetError};
+use crate::ports::orchestrators::{Deleted, DockerEngine, PullSecret, PullSecretApi, TargetError};
 use crate::ports::sealer::{SealContext, Sealer};
 use crate::ports::store::{DeployStore, SecretOutcome, StoreError, SyncResult};
 use crate::registry::{Registry, RegistryId, Timestamp};
-use crate::targets::Targets;
+use crate::targets::{TargetKind, Targets};
 use crate::usage::{PullSecretState, Replica};
 
 /// The longest `Retry-After` honoured: a target asking for more is tried
@@ -224,6 +224,12 @@ impl SecretSync {
             DriftRepair::new(Arc::clone(&self.store), self.trigger.clone()).run(name.to_owned(), Arc::clone(api))
         });
         let repairs = futures::future::join_all(repairs);
+        // Without Kubernetes targets there is nothing to repair, and an
+        // empty join would end the loop at once (Swarm services still sync).
+        let repairs = async {
+            repairs.await;
+            std::future::pending::<()>().await;
+        };
         let passes = async {
             loop {
                 match self.pass().await {
@@ -241,7 +247,7 @@ impl SecretSync {
         };
         tokio::select! {
             () = shutdown => {}
-            _ = repairs => {}
+            () = repairs => {}
             () = passes => {}
         }
         // What this replica was writing is another's (or its successor's)
@@ -388,8 +394,12 @@ impl SecretSync {
         }
     }
 
-    /// Writes (or deletes) one Secret.
+    /// Writes (or deletes) one Secret; on a Swarm target, refreshes one
+    /// service's login.
     async fn converge(&self, row: &PullSecretState) -> SecretOutcome {
+        if let Some(TargetKind::Swarm(engine)) = self.targets.get(&row.target).map(|t| &t.kind) {
+            return self.converge_service(engine.as_ref(), row).await;
+        }
         let Some(api) = self.targets.get(&row.target).and_then(|t| t.pull_secrets()) else {
             return SecretOutcome::Failed {
                 error: format!("{:?} is not a configured kubernetes target", row.target),
@@ -425,6 +435,48 @@ impl SecretSync {
             }
         };
         self.apply(api.as_ref(), row, &opened).await
+    }
+
+    /// A Swarm service named at deploy time gets the registry's current
+    /// login, its spec unchanged. A released one is left as it is: the
+    /// service is the deployer's to remove.
+    async fn converge_service(&self, engine: &dyn DockerEngine, row: &PullSecretState) -> SecretOutcome {
+        if row.desired_revision == 0 {
+            return SecretOutcome::Deleted;
+        }
+        let failed = |error: String| SecretOutcome::Failed {
+            error,
+            not_before: Timestamp::now().after(backoff(row.attempts.saturating_add(1))),
+        };
+        let opened = match self.opened(&row.registry_id, row.desired_revision).await {
+            Ok(Some(opened)) => opened,
+            Ok(None) => return SecretOutcome::RegistryGone,
+            Err(error) => return failed(format!("reading registry {}: {error}", row.registry_id)),
+        };
+        let (registry, credentials) = &*opened;
+        let credentials = match credentials {
+            Ok(credentials) => credentials,
+            Err(error) => return failed(error.clone()),
+        };
+        let login = match self
+            .logins
+            .login(registry, credentials, &row.server, LoginUse::Engine)
+            .await
+        {
+            Ok(login) => login,
+            Err(error) => return failed(error.to_string()),
+        };
+        if let Some(limiter) = &self.limiter {
+            limiter.acquire().await;
+        }
+        match self.call(engine.refresh_service_login(&row.secret_name, &login)).await {
+            Ok(version) => SecretOutcome::Applied {
+                revision: registry.credential_revision,
+                version,
+                refresh_at: login.refresh_at(Timestamp::now()),
+            },
+            Err(error) => failure_outcome(&error, row.attempts),
+        }
     }
 
     async fn apply(&self, api: &dyn PullSecretApi, row: &PullSecretState, opened: &Opened) -> SecretOutcome {

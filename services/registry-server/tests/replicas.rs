@@ -258,6 +258,7 @@ async fn a_killed_replicas_fan_out_is_finished_by_the_other_without_double_write
                     image_name: "ghcr.io/myorg/api".into(),
                     image_tag: "v1".into(),
                 }),
+                swarm_service: String::new(),
             }))
             .await
             .unwrap();

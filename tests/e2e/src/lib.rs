@@ -386,7 +386,7 @@ impl Deployer {
         image_name: &str,
         image_tag: &str,
     ) -> Result<pb::PrepareDeploymentResponse, Status> {
-        let request = self.request(pb::PrepareDeploymentRequest {
+        self.prepare_request(pb::PrepareDeploymentRequest {
             container_id: container.to_owned(),
             environment: environment.to_owned(),
             target: target.to_owned(),
@@ -395,7 +395,17 @@ impl Deployer {
                 image_name: image_name.to_owned(),
                 image_tag: image_tag.to_owned(),
             }),
-        });
+            swarm_service: String::new(),
+        })
+        .await
+    }
+
+    /// PrepareDeployment as given.
+    pub async fn prepare_request(
+        &mut self,
+        request: pb::PrepareDeploymentRequest,
+    ) -> Result<pb::PrepareDeploymentResponse, Status> {
+        let request = self.request(request);
         Ok(self.client.prepare_deployment(request).await?.into_inner())
     }
 

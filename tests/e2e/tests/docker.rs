@@ -87,7 +87,8 @@ impl Setup {
             (
                 "swarm",
                 TargetConfig::Swarm(EngineTarget {
-                    organizations: vec!["acme".into()],
+                    // globex: a second tenant on the same swarm.
+                    organizations: vec!["acme".into(), "globex".into()],
                     endpoint: bed.docker_host.clone(),
                     ..EngineTarget::default()
                 }),
@@ -380,4 +381,214 @@ async fn an_unreachable_engine_is_unavailable_and_records_nothing() {
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(status.message().contains("no-such.sock"), "{}", status.message());
     assert!(deployer.usages("").await.unwrap().is_empty());
+}
+
+/// The tasks of a service: (id, state).
+async fn tasks(engine: &DockerTarget, service: &str) -> Vec<(String, String)> {
+    let docker = engine.docker().await.unwrap();
+    let filters = std::collections::HashMap::from([("service", vec![service.to_owned()])]);
+    let options = ListTasksOptionsBuilder::default().filters(&filters).build();
+    let mut tasks: Vec<_> = docker
+        .list_tasks(Some(options))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| {
+            let state = t
+                .status
+                .and_then(|s| s.state)
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            (t.id.unwrap_or_default(), state)
+        })
+        .collect();
+    tasks.sort();
+    tasks
+}
+
+/// `docker service update --force`: the tasks are rescheduled, pulling
+/// with the login the service stores.
+async fn force_update(engine: &DockerTarget, service: &str) {
+    use bollard::query_parameters::UpdateServiceOptionsBuilder;
+    let docker = engine.docker().await.unwrap();
+    let inspected = docker.inspect_service(service, None).await.unwrap();
+    let version = i32::try_from(inspected.version.unwrap().index.unwrap()).unwrap();
+    let mut spec = inspected.spec.unwrap();
+    let task = spec.task_template.as_mut().unwrap();
+    task.force_update = Some(task.force_update.unwrap_or(0) + 1);
+    let options = UpdateServiceOptionsBuilder::default()
+        .version(version)
+        .registry_auth_from("spec")
+        .build();
+    docker.update_service(service, spec, options, None).await.unwrap();
+}
+
+/// The states of the tasks of a service created after `before`, once one
+/// runs or fails, within a minute.
+async fn new_task_states(engine: &DockerTarget, service: &str, before: &[(String, String)]) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let states: Vec<String> = tasks(engine, service)
+            .await
+            .into_iter()
+            .filter(|(id, _)| !before.iter().any(|(old, _)| old == id))
+            .map(|(_, state)| state)
+            .collect();
+        let settled = states
+            .iter()
+            .any(|s| ["running", "rejected", "failed"].contains(&s.as_str()));
+        if settled || Instant::now() > deadline {
+            return states;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn rotation_reaches_a_named_swarm_service_without_restarting_its_tasks() {
+    let Some(bed) = bed() else { return };
+    let mut setup = Setup::start(bed).await;
+    let mut deployer = setup.deployer().await;
+    let id = setup.registry.id.clone();
+    let tracked = unique("e2e-tracked");
+    let untracked = unique("e2e-untracked");
+    let mut auths = Vec::new();
+    for (container, service) in [("tracked", tracked.as_str()), ("untracked", "")] {
+        let prepared = deployer
+            .prepare_request(pb::PrepareDeploymentRequest {
+                container_id: container.into(),
+                environment: "production".into(),
+                target: "swarm".into(),
+                registry_config: Some(pb::RegistryConfig {
+                    registry_id: id.clone(),
+                    image_name: setup.image_name(),
+                    image_tag: "1".into(),
+                }),
+                swarm_service: service.into(),
+            })
+            .await
+            .unwrap();
+        let Some(Deployment::Swarm(swarm)) = prepared.deployment else {
+            panic!("not a swarm deployment");
+        };
+        auths.push((ImageReference::parse(&prepared.image).unwrap(), swarm.registry_auth));
+    }
+    for (service, (image, auth)) in [&tracked, &untracked].into_iter().zip(&auths) {
+        setup.services.push(service.clone());
+        setup.engine.create_service(service, image, Some(auth)).await.unwrap();
+        let states = task_states(&setup.engine, service).await;
+        assert!(states.iter().any(|s| s == "running"), "{service}: {states:?}");
+    }
+    let row = |state: &pb::GetRegistrySyncStateResponse| {
+        state
+            .targets
+            .iter()
+            .find(|t| t.target == "swarm" && t.namespace == tracked)
+            .map(|t| (t.desired_revision, t.applied_revision, t.status))
+    };
+    let state = deployer.sync_state(&id).await.unwrap();
+    assert_eq!(row(&state), Some((1, 1, pb::SyncStatus::Synced as i32)));
+    let running = tasks(&setup.engine, &tracked).await;
+
+    // The password changes and the registry is rotated through the API: the
+    // sync loop gives the named service the new login.
+    htpasswd_set(&setup.bed.htpasswd, &setup.user, Some("second-Passw0rd"));
+    let new_credentials = custom(&setup.bed, &setup.user, "second-Passw0rd");
+    setup.caller().await.rotate(&id, new_credentials, "").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = deployer.sync_state(&id).await.unwrap();
+        if row(&state) == Some((2, 2, pb::SyncStatus::Synced as i32)) {
+            break;
+        }
+        let errors: Vec<_> = state.targets.iter().map(|t| t.error.as_str()).collect();
+        assert!(Instant::now() < deadline, "not synced: {:?} {errors:?}", row(&state));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Its running task was not restarted.
+    assert_eq!(tasks(&setup.engine, &tracked).await, running);
+    // The service without a name on its usage waits for its next deployment.
+    let state = deployer.sync_state(&id).await.unwrap();
+    let waiting = state
+        .targets
+        .iter()
+        .find(|t| t.target == "swarm" && t.namespace.is_empty())
+        .unwrap();
+    assert_eq!(waiting.status, pb::SyncStatus::NextDeployment as i32);
+
+    // A reschedule pulls again (the node no longer has the image by name):
+    // with the new password it works, with the old one it fails.
+    let docker = setup.engine.docker().await.unwrap();
+    let options = RemoveImageOptionsBuilder::default().force(true).build();
+    docker
+        .remove_image(&format!("{}:1", setup.image_name()), Some(options), None)
+        .await
+        .unwrap();
+    // The one with the old login first: once the image is back on the node
+    // a failed pull no longer stops a task.
+    let before_untracked = tasks(&setup.engine, &untracked).await;
+    force_update(&setup.engine, &untracked).await;
+    let states = new_task_states(&setup.engine, &untracked, &before_untracked).await;
+    assert!(!states.iter().any(|s| s == "running"), "untracked: {states:?}");
+    force_update(&setup.engine, &tracked).await;
+    let states = new_task_states(&setup.engine, &tracked, &running).await;
+    assert!(states.iter().any(|s| s == "running"), "tracked: {states:?}");
+
+    let usages = deployer.usages(&id).await.unwrap();
+    let tracked_usage = usages.iter().find(|u| u.container_id == "tracked").unwrap();
+    assert_eq!(tracked_usage.namespace, tracked);
+    setup.clean().await;
+}
+
+#[tokio::test]
+async fn a_swarm_service_name_belongs_to_one_organization_and_only_to_swarm_targets() {
+    let Some(bed) = bed() else { return };
+    let setup = Setup::start(bed).await;
+    let request = |target: &str, service: &str| pb::PrepareDeploymentRequest {
+        container_id: "api".into(),
+        environment: "production".into(),
+        target: target.into(),
+        registry_config: Some(pb::RegistryConfig {
+            registry_id: setup.registry.id.clone(),
+            image_name: setup.image_name(),
+            image_tag: "1".into(),
+        }),
+        swarm_service: service.into(),
+    };
+    let mut deployer = setup.deployer().await;
+    let status = deployer.prepare_request(request("compose", "api")).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("swarm_service"), "{}", status.message());
+    let status = deployer
+        .prepare_request(request("swarm", "-bad name"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("swarm_service"), "{}", status.message());
+
+    // acme names service "shared-api" first; globex cannot have its
+    // registry's logins pushed into it.
+    deployer.prepare_request(request("swarm", "shared-api")).await.unwrap();
+    let globex_registry = setup
+        .server
+        .caller("gina", "globex")
+        .await
+        .create(
+            "Globex registry",
+            pb::RegistryType::Custom,
+            Some(custom(&setup.bed, &setup.user, "first-Passw0rd")),
+        )
+        .await
+        .unwrap();
+    let mut globex = setup.server.deployer("globex-ci", "globex").await;
+    let mut theirs = request("swarm", "shared-api");
+    theirs.registry_config.as_mut().unwrap().registry_id = globex_registry.id;
+    let status = globex.prepare_request(theirs).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().contains("belongs to another organization"),
+        "{}",
+        status.message()
+    );
+    setup.clean().await;
 }

@@ -249,6 +249,7 @@ fn request(container: &str) -> DeploymentRequest {
         registry_id: String::new(),
         image_name: "ghcr.io/myorg/api".into(),
         image_tag: "v1".into(),
+        swarm_service: String::new(),
     }
 }
 

@@ -185,6 +185,7 @@ impl Caller {
                         image_name: name.to_owned(),
                         image_tag: tag.to_owned(),
                     }),
+                    swarm_service: String::new(),
                 });
                 self.deploy.prepare_deployment(request).await.map(drop).map_err(code)
             }

@@ -38,6 +38,9 @@ pub struct DeploymentRequest {
     pub registry_id: String,
     pub image_name: String,
     pub image_tag: String,
+    /// Swarm targets: the service whose stored login this server refreshes
+    /// on rotation; empty for none.
+    pub swarm_service: String,
 }
 
 /// What the target needs, by kind.
@@ -195,6 +198,23 @@ fn check_container_id(id: &str) -> Option<FieldViolation> {
     (!valid).then(|| FieldViolation::new("container_id", "must be 1 to 253 printable characters without spaces"))
 }
 
+/// Swarm service names: what `docker service create --name` accepts.
+fn check_service_name(name: &str) -> Option<FieldViolation> {
+    let bytes = name.as_bytes();
+    let valid = !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    (!valid).then(|| {
+        FieldViolation::new(
+            "swarm_service",
+            "must be a service name: 1 to 63 letters, digits, '-', '_' or '.', starting with a letter or digit",
+        )
+    })
+}
+
 /// Environments become namespace names: DNS labels.
 fn check_environment(environment: &str) -> Option<FieldViolation> {
     let bytes = environment.as_bytes();
@@ -306,6 +326,15 @@ impl Deployments {
         }
         if request.image_name.is_empty() {
             violations.push(FieldViolation::new("registry_config.image_name", "is required"));
+        }
+        if !request.swarm_service.is_empty() {
+            if target.is_some_and(|t| !matches!(t.kind, TargetKind::Swarm(_))) {
+                violations.push(FieldViolation::new(
+                    "swarm_service",
+                    format!("is for swarm targets only; {:?} is not one", request.target),
+                ));
+            }
+            violations.extend(check_service_name(&request.swarm_service));
         }
         if !violations.is_empty() {
             return Err(Error::InvalidArgument(violations));
@@ -504,10 +533,13 @@ impl Deployments {
                 .await?;
             let Some(last) = page.last() else { break };
             after = Some(last.container_id.clone());
+            // Usages naming their service are among `pull_secrets`.
             swarm_usages.extend(page.into_iter().filter(|u| {
-                self.targets
-                    .get(&u.target)
-                    .is_some_and(|t| matches!(t.kind, TargetKind::Swarm(_)))
+                u.namespace.is_none()
+                    && self
+                        .targets
+                        .get(&u.target)
+                        .is_some_and(|t| matches!(t.kind, TargetKind::Swarm(_)))
             }));
         }
         Ok(SyncState {

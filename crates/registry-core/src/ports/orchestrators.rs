@@ -213,4 +213,10 @@ pub trait DockerEngine: Send + Sync + fmt::Debug + 'static {
     /// Pulls `image` with `login` (none for a public image) and returns its
     /// repository digest (`repo@sha256:…`).
     async fn pull(&self, image: &ImageReference, login: Option<&DockerLogin>) -> Result<String, TargetError>;
+
+    /// Gives Swarm service `service` `login` as its stored registry login,
+    /// its spec unchanged (running tasks keep running; tasks scheduled later
+    /// pull with it). Refused when the service's image is not on
+    /// `login.server`. Returns the service's id and the version updated.
+    async fn refresh_service_login(&self, service: &str, login: &DockerLogin) -> Result<SecretVersion, TargetError>;
 }
