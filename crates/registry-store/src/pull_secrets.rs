@@ -385,7 +385,10 @@ pub(crate) async fn namespace_returned(db: &DatabaseConnection, target: &str, na
         .filter(Column::Target.eq(target))
         .filter(Column::Namespace.eq(namespace))
         .filter(Column::DesiredRevision.gt(0i64))
-        .filter(Column::Status.ne(SYNCED))
+        // Failed ones (a missing namespace is a failure): a pending row
+        // waits for its Retry-After, which a namespace appearing does not
+        // cut short.
+        .filter(Column::Status.eq(FAILED))
         .col_expr(Column::NotBefore, Expr::value(0i64))
         .col_expr(Column::Attempts, Expr::value(0i32))
         .exec(db)

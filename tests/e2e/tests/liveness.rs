@@ -94,7 +94,7 @@ async fn a_namespace_whose_writes_hang_holds_back_no_other() {
 async fn a_retry_after_of_a_day_is_capped_and_visible_in_the_sync_state() {
     let cluster = Cluster::start().await;
     let registry = deployed_everywhere(&cluster).await;
-    cluster.sim.inject_429(1, 86_400);
+    cluster.sim.inject_429_on_writes(1, 86_400);
     rotate(&cluster, &registry).await;
     let state = cluster
         .deployer()

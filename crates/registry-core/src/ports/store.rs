@@ -349,6 +349,7 @@ pub trait DeployStore: Send + Sync + fmt::Debug + 'static {
     /// another replica may take the work at once.
     async fn release_leases(&self, replica: &str) -> Result<u64, StoreError>;
 
-    /// A namespace appeared (again): its unsynced pull Secrets are due now.
+    /// A namespace appeared (again): its failed pull Secrets are due now
+    /// (pending ones keep their `Retry-After`).
     async fn namespace_returned(&self, target: &str, namespace: &str) -> Result<u64, StoreError>;
 }

@@ -316,7 +316,14 @@ impl KubeSim {
     /// Answers the next `count` API requests (reads and writes) with
     /// `429 TooManyRequests` and `Retry-After: retry_after_secs`.
     pub fn inject_429(&self, count: u64, retry_after_secs: u32) {
-        self.shared.faults.throttle_next(count, retry_after_secs);
+        self.shared.faults.throttle_next(count, retry_after_secs, false);
+    }
+
+    /// [`Self::inject_429`] for the next `count` writes only: reads and the
+    /// watches of a client's caches pass, so which request gets it does not
+    /// depend on when a watch reconnects.
+    pub fn inject_429_on_writes(&self, count: u64, retry_after_secs: u32) {
+        self.shared.faults.throttle_next(count, retry_after_secs, true);
     }
 
     /// Answers every `k`-th API request from now on (the k-th, the 2k-th, ...)

@@ -256,6 +256,8 @@ struct Throttle {
     /// The next `remaining` requests are throttled...
     remaining: u64,
     remaining_retry_after: u32,
+    /// Only writes count against `remaining` (watches and reads pass).
+    remaining_writes_only: bool,
     /// ...and, after them, every `every`-th request.
     every: u64,
     every_retry_after: u32,
@@ -287,10 +289,11 @@ impl Faults {
         *lock(if write { &self.write_latency } else { &self.read_latency })
     }
 
-    pub(crate) fn throttle_next(&self, count: u64, retry_after_secs: u32) {
+    pub(crate) fn throttle_next(&self, count: u64, retry_after_secs: u32, writes_only: bool) {
         let mut throttle = lock(&self.throttle);
         throttle.remaining = count;
         throttle.remaining_retry_after = retry_after_secs;
+        throttle.remaining_writes_only = writes_only;
     }
 
     pub(crate) fn throttle_every(&self, every: u64, retry_after_secs: u32) {
@@ -304,10 +307,11 @@ impl Faults {
         *lock(&self.throttle) = Throttle::default();
     }
 
-    /// Whether this request is throttled, and with which `Retry-After`.
-    pub(crate) fn throttle(&self) -> Option<u32> {
+    /// Whether this request (a write or not) is throttled, and with which
+    /// `Retry-After`.
+    pub(crate) fn throttle(&self, write: bool) -> Option<u32> {
         let mut throttle = lock(&self.throttle);
-        if throttle.remaining > 0 {
+        if throttle.remaining > 0 && (write || !throttle.remaining_writes_only) {
             throttle.remaining -= 1;
             return Some(throttle.remaining_retry_after);
         }
@@ -355,12 +359,14 @@ mod tests {
     #[test]
     fn throttling_next_n_then_every_kth() {
         let faults = Faults::default();
-        faults.throttle_next(2, 3);
+        faults.throttle_next(2, 3, false);
         faults.throttle_every(3, 1);
-        let answers: Vec<Option<u32>> = (0..8).map(|_| faults.throttle()).collect();
+        let answers: Vec<Option<u32>> = (0..8).map(|_| faults.throttle(false)).collect();
         assert_eq!(answers, [Some(3), Some(3), None, None, Some(1), None, None, Some(1)]);
         faults.clear_throttle();
-        assert_eq!(faults.throttle(), None);
+        assert_eq!(faults.throttle(false), None);
+        faults.throttle_next(1, 9, true);
+        assert_eq!((faults.throttle(false), faults.throttle(true)), (None, Some(9)));
     }
 
     #[test]

@@ -300,7 +300,7 @@ async fn respond(
 /// The filters in front of the handlers: priority and fairness (429), then
 /// authorisation (403).
 fn admit(shared: &Shared, info: &RequestInfo) -> Result<(), ApiError> {
-    if let Some(retry_after) = shared.faults.throttle() {
+    if let Some(retry_after) = shared.faults.throttle(info.verb.is_write()) {
         shared.recorder.throttled();
         return Err(ApiError::too_many_requests(retry_after));
     }
