@@ -88,6 +88,7 @@ impl Env {
             username: username.to_owned(),
             password: SecretString::from(password.to_owned()),
             expires_at: None,
+            refresh_failed: None,
         }
     }
 
@@ -415,6 +416,7 @@ async fn requests_carry_the_negotiated_version_and_a_url_safe_registry_auth() {
         // Its X-Registry-Auth differs between the two base64 alphabets.
         password: SecretString::from("p?>>?secret".to_owned()),
         expires_at: None,
+        refresh_failed: None,
     };
     let auth = login.registry_auth();
     assert_ne!(
@@ -552,6 +554,7 @@ async fn unreachable_endpoints_are_unreachable_and_named() {
         username: "deploy".to_owned(),
         password: SecretString::from("not-sent-anywhere".to_owned()),
         expires_at: None,
+        refresh_failed: None,
     };
     let missing = format!("unix:///tmp/{}/docker.sock", unique("no-such-dir"));
     let closed = {

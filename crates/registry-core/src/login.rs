@@ -25,6 +25,9 @@ pub struct DockerLogin {
     pub password: SecretString,
     /// When the login stops working; `None` for static credentials.
     pub expires_at: Option<Timestamp>,
+    /// Why the provider could not refresh it: this is a cached token, still
+    /// valid until `expires_at`. Never a secret.
+    pub refresh_failed: Option<String>,
 }
 
 impl fmt::Debug for DockerLogin {
@@ -34,6 +37,7 @@ impl fmt::Debug for DockerLogin {
             .field("username", &self.username)
             .field("password", &"[REDACTED]")
             .field("expires_at", &self.expires_at)
+            .field("refresh_failed", &self.refresh_failed)
             .finish()
     }
 }
@@ -71,6 +75,7 @@ impl DockerLogin {
             username: username.to_owned(),
             password: password.clone(),
             expires_at: None,
+            refresh_failed: None,
         };
         match credentials {
             Credentials::Ghcr { username, token } | Credentials::Quay { username, token } => Ok(login(username, token)),

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use crate::audit::{AuditAction, AuditEvent, AuditOutcome, SERVICE_ACTOR};
 use crate::credentials::Credentials;
 use crate::drift::DriftRepair;
+use crate::login::DockerLogin;
 use crate::ports::login::{LoginProvider, LoginUse};
 use crate::ports::orchestrators::{Deleted, DockerEngine, PullSecret, PullSecretApi, TargetError};
 use crate::ports::sealer::{SealContext, Sealer};
@@ -156,6 +157,15 @@ pub(crate) fn failure_outcome(error: &TargetError, attempts: i32) -> SecretOutco
             not_before: now.after(backoff(attempts.saturating_add(1))),
         },
     }
+}
+
+/// The sync state's note for a login that is a cached token whose refresh
+/// failed; empty otherwise.
+fn stale_warning(login: &DockerLogin) -> String {
+    login.refresh_failed.as_ref().map_or_else(String::new, |error| {
+        let until = login.expires_at.map_or(0, Timestamp::seconds);
+        format!("the token refresh failed, the cached token (valid until {until}, unix seconds) was written: {error}")
+    })
 }
 
 /// What a claim returns: the rows, their lease's owner, and how many were
@@ -474,6 +484,7 @@ impl SecretSync {
                 revision: registry.credential_revision,
                 version,
                 refresh_at: login.refresh_at(Timestamp::now()),
+                warning: stale_warning(&login),
             },
             Err(error) => failure_outcome(&error, row.attempts),
         }
@@ -514,6 +525,7 @@ impl SecretSync {
                 revision: applied.revision,
                 version: applied.version,
                 refresh_at: login.refresh_at(Timestamp::now()),
+                warning: stale_warning(&login),
             },
             Err(error) => failure_outcome(&error, row.attempts),
         }

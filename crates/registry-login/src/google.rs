@@ -190,6 +190,7 @@ impl GoogleTokens {
             username: USERNAME.to_owned(),
             password: answer.access_token,
             expires_at: Some(now.after(lifetime)),
+            refresh_failed: None,
         })
     }
 }

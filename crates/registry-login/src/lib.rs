@@ -249,7 +249,9 @@ impl Logins {
                         registry_id = %registry.id, %error,
                         "{provider} token refresh failed; using the cached token until it expires"
                     );
-                    Ok(entry.login.clone())
+                    let mut login = entry.login.clone();
+                    login.refresh_failed = Some(error.to_string());
+                    Ok(login)
                 }
                 _ => Err(error),
             },
@@ -471,6 +473,7 @@ pub fn decode_token(
         username: username.to_owned(),
         password: SecretString::from(password.to_owned()),
         expires_at: Some(expires_at),
+        refresh_failed: None,
     })
 }
 
@@ -629,6 +632,7 @@ mod tests {
                 username: "AWS".into(),
                 password: SecretString::from("p".to_owned()),
                 expires_at: Some(Timestamp(100)),
+                refresh_failed: None,
             },
             fetched_at,
         };

@@ -601,6 +601,86 @@ mod tests {
         }
     }
 
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// A quoted-string or token value, with the characters registries
+        /// and attackers put in them.
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[A-Za-z0-9._~:/?#@!$&'()*+,;=%-]{0,40}",
+                "\"[^\"\\\\]{0,40}\"",
+                any::<String>(),
+            ]
+        }
+
+        fn challenge() -> impl Strategy<Value = String> {
+            let scheme = prop_oneof![
+                Just("Bearer".to_owned()),
+                Just("bearer".to_owned()),
+                Just("Basic".to_owned()),
+                "[A-Za-z]{1,10}"
+            ];
+            let param = ("[A-Za-z]{1,8}", value()).prop_map(|(k, v)| format!("{k}={v}"));
+            (scheme, proptest::collection::vec(param, 0..5))
+                .prop_map(|(scheme, params)| format!("{scheme} {}", params.join(",")))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            /// Any header value is an answer: a challenge or a protocol
+            /// error, never a panic; a Bearer answer always has a realm.
+            #[test]
+            fn any_value_is_a_challenge_or_a_protocol_error(value in any::<String>()) {
+                match parse_challenge(&value) {
+                    Ok(Challenge::Bearer { realm, .. }) => prop_assert!(!realm.is_empty()),
+                    Ok(Challenge::Basic) => {}
+                    Err(failure) => prop_assert_eq!(failure.outcome, LiveOutcome::ProtocolError),
+                }
+            }
+
+            #[test]
+            fn challenge_lists_are_answered_without_panics(list in proptest::collection::vec(challenge(), 1..4)) {
+                let value = list.join(", ");
+                match parse_challenge(&value) {
+                    Ok(Challenge::Bearer { realm, .. }) => {
+                        prop_assert!(!realm.is_empty());
+                        prop_assert!(value.to_ascii_lowercase().contains("bearer"));
+                    }
+                    Ok(Challenge::Basic) => prop_assert!(value.to_ascii_lowercase().contains("basic")),
+                    Err(failure) => prop_assert_eq!(failure.outcome, LiveOutcome::ProtocolError),
+                }
+            }
+
+            /// A well-formed Bearer challenge gives back its realm and
+            /// service, unescaped, whatever the parameters' order and case.
+            #[test]
+            fn bearer_realm_and_service_round_trip(
+                realm in "[A-Za-z0-9:/._-]{1,60}",
+                service in "[A-Za-z0-9._-]{1,30}",
+                scope in "[a-z0-9/:,_-]{0,30}",
+                upper in any::<bool>(),
+                service_first in any::<bool>(),
+            ) {
+                let realm_param = format!("{}=\"{realm}\"", if upper { "Realm" } else { "realm" });
+                let service_param = format!("service=\"{service}\"");
+                let params = if service_first {
+                    [service_param, realm_param]
+                } else {
+                    [realm_param, service_param]
+                };
+                let value = format!("Bearer {},scope=\"{scope}\"", params.join(","));
+                prop_assert_eq!(
+                    parse_challenge(&value).map_err(|f| f.message),
+                    Ok(Challenge::Bearer { realm, service: Some(service) })
+                );
+            }
+        }
+    }
+
     #[test]
     fn loopback_servers() {
         for server in [

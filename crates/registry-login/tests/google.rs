@@ -178,6 +178,9 @@ async fn a_deleted_key_is_refused_and_a_valid_cached_token_outlives_a_failed_ref
     let kept = s.login(GoogleLogin::Default, LoginUse::PullSecret).await.unwrap();
     assert_eq!(kept.password.expose_secret(), first.password.expose_secret());
     assert_eq!(s.endpoint.grants(), 2, "the refresh was tried");
+    let why = kept.refresh_failed.as_deref().unwrap_or_default();
+    assert!(why.contains("invalid_grant"), "{why:?}");
+    assert_eq!(first.refresh_failed, None);
 
     s.clock.advance(Duration::from_secs(1600));
     let error = s.login(GoogleLogin::Default, LoginUse::PullSecret).await.unwrap_err();

@@ -30,6 +30,7 @@ fn login(server: &str, username: &str, password: &str) -> DockerLogin {
         username: username.into(),
         password: password.to_owned().into(),
         expires_at: None,
+        refresh_failed: None,
     }
 }
 

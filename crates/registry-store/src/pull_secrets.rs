@@ -189,6 +189,7 @@ async fn write_outcome(
             revision,
             version,
             refresh_at,
+            warning,
         } => {
             let wants_it = Expr::col(Column::DesiredRevision).eq(*revision);
             // Without a lease, another writer's result is left for it to
@@ -223,7 +224,7 @@ async fn write_outcome(
                         case(wants_it.clone(), Expr::col(Column::Status), PENDING),
                     ),
                 )
-                .col_expr(Column::Error, case(settles, "", Expr::col(Column::Error)))
+                .col_expr(Column::Error, case(settles, warning.as_str(), Expr::col(Column::Error)))
                 .col_expr(Column::Attempts, Expr::value(0i32))
                 // Still wanting a newer revision: due again at once.
                 .col_expr(Column::NotBefore, case(wants_it, Expr::col(Column::NotBefore), 0i64))

@@ -465,6 +465,7 @@ async fn deploy(store: &SeaStore, registry: &StoredRegistry, container: &str, na
             revision: intent.revision,
             version: version(namespace, "1"),
             refresh_at: None,
+            warning: String::new(),
         };
         assert!(
             store
@@ -648,6 +649,7 @@ async fn outcomes_never_lower_what_a_row_wants(store: SeaStore) {
         revision: 1,
         version: version("env-a", "5"),
         refresh_at: None,
+        warning: String::new(),
     };
     store
         .record_outcome(&key(&r, "env-a"), &applied, Some("prepare"))
@@ -667,6 +669,7 @@ async fn outcomes_never_lower_what_a_row_wants(store: SeaStore) {
         revision: 2,
         version: version("env-a", "6"),
         refresh_at: None,
+        warning: String::new(),
     };
     assert!(
         store
@@ -684,6 +687,7 @@ async fn outcomes_never_lower_what_a_row_wants(store: SeaStore) {
         revision: 1,
         version: version("env-a", "5"),
         refresh_at: None,
+        warning: String::new(),
     };
     store.record_outcome(&key(&r, "env-a"), &stale, None).await.unwrap();
     let row = store.pull_secret(&key(&r, "env-a")).await.unwrap().unwrap();
@@ -784,6 +788,7 @@ async fn claims_lease_each_row_to_one_writer(store: SeaStore) {
         revision: 2,
         version: version(&second[0].namespace, "9"),
         refresh_at: None,
+        warning: String::new(),
     };
     let row = key(&r, &second[0].namespace);
     assert!(!store.record_outcome(&row, &done, Some("one")).await.unwrap());
@@ -838,6 +843,7 @@ async fn a_secret_wanted_again_is_a_new_generation(store: SeaStore) {
         revision: 1,
         version: version("env-a", "7"),
         refresh_at: None,
+        warning: String::new(),
     };
     store.record_outcome(&key(&r, "env-a"), &applied, None).await.unwrap();
     assert_eq!(
@@ -981,6 +987,7 @@ async fn synced_secrets_with_expiring_logins_are_due_at_refresh_at(store: SeaSto
             revision: 1,
             version: version(namespace, "1"),
             refresh_at,
+            warning: String::new(),
         };
         store
             .record_outcome(&key(&r, namespace), &applied, Some("prepare"))

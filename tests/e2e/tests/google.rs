@@ -154,6 +154,56 @@ async fn access_token_mode_hands_deployers_a_token_and_json_key_mode_the_key() {
 }
 
 #[tokio::test]
+async fn a_failed_refresh_keeps_the_valid_token_and_says_so_in_the_sync_state() {
+    let (endpoint, account, cluster) = start().await;
+    // Refreshed after 3 s, valid for 6 s.
+    endpoint.set_lifetime(6);
+    let registry = cluster
+        .caller()
+        .await
+        .create(
+            "GCR",
+            pb::RegistryType::Gcr,
+            Some(gcr(account.key_json(endpoint.url()), pb::GoogleLogin::Unspecified)),
+        )
+        .await
+        .unwrap();
+    let mut deployer = cluster.deployer().await;
+    let prepared = deployer
+        .prepare("api", "production", "k8s", &registry.id, "gcr.io/acme-prod/api", "v1")
+        .await
+        .unwrap();
+    let name = kubernetes(&prepared).image_pull_secrets[0].clone();
+    let (_, token) = login_of(&cluster.docker_config("env-production", &name), "gcr.io");
+    // The key is deleted: the refresh at half-life fails while the token
+    // still works.
+    endpoint.revoke(&account);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let row = loop {
+        let state = deployer.sync_state(&registry.id).await.unwrap();
+        let row = state.targets[0].clone();
+        if !row.error.is_empty() {
+            break row;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no refresh failure reported: {row:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(row.status(), pb::SyncStatus::Synced, "{row:?}");
+    assert!(
+        row.error.contains("the token refresh failed") && row.error.contains("invalid_grant"),
+        "{}",
+        row.error
+    );
+    assert_eq!(
+        login_of(&cluster.docker_config("env-production", &name), "gcr.io").1,
+        token
+    );
+}
+
+#[tokio::test]
 async fn a_deleted_key_fails_the_deploy_without_writing_a_secret() {
     let (endpoint, account, cluster) = start().await;
     let registry = cluster

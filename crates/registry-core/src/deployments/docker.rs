@@ -47,6 +47,7 @@ impl Deployments {
                 revision: recorded.revision,
                 version: row.written.clone().unwrap_or_default(),
                 refresh_at: login.refresh_at(Timestamp::now()),
+                warning: String::new(),
             };
             self.store
                 .record_outcome(&row.key(), &outcome, Some(lease.owner.as_str()))

@@ -84,6 +84,7 @@ impl Deployments {
                     revision: applied.revision,
                     version: applied.version,
                     refresh_at: login.refresh_at(Timestamp::now()),
+                    warning: String::new(),
                 };
                 self.store.record_outcome(&row.key(), &outcome, owner).await?;
                 if applied.revision > recorded.revision {

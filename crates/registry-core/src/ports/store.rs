@@ -243,6 +243,9 @@ pub enum SecretOutcome {
         revision: i64,
         version: SecretVersion,
         refresh_at: Option<Timestamp>,
+        /// Shown as the row's error while it is synced: the login written
+        /// is a cached token whose refresh failed. Empty for none.
+        warning: String,
     },
     /// The Secret is gone (or was never ours). The row goes if it still
     /// wants deletion; a row wanted again meanwhile stays, due at once.
