@@ -217,7 +217,7 @@ async fn a_key_naming_another_token_endpoint_is_refused_without_a_call() {
 }
 
 #[tokio::test]
-async fn huge_and_silent_token_endpoints_are_unavailable_within_the_deadline() {
+async fn huge_garbled_redirecting_and_silent_token_endpoints_are_unavailable() {
     let s = setup().await;
     s.endpoint.set_answer(Answer::Huge);
     let error = s
@@ -226,6 +226,23 @@ async fn huge_and_silent_token_endpoints_are_unavailable_within_the_deadline() {
         .unwrap_err();
     assert!(matches!(error, LoginError::Unavailable { .. }), "{error:?}");
     assert!(error.to_string().contains("larger than 65536 bytes"), "{error}");
+
+    s.endpoint.set_answer(Answer::NotJson);
+    let error = s
+        .login(GoogleLogin::AccessToken, LoginUse::PullSecret)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, LoginError::Unavailable { .. }), "{error:?}");
+    assert!(error.to_string().contains("not a token"), "{error}");
+
+    // A redirect is not followed (nor is the assertion sent elsewhere).
+    s.endpoint.set_answer(Answer::Redirect);
+    let error = s
+        .login(GoogleLogin::AccessToken, LoginUse::PullSecret)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, LoginError::Unavailable { .. }), "{error:?}");
+    assert!(error.to_string().contains("302"), "{error}");
 
     s.endpoint.set_answer(Answer::Silent);
     let started = std::time::Instant::now();

@@ -92,6 +92,10 @@ pub enum Answer {
     Huge,
     /// Every grant: accepted and never answered.
     Silent,
+    /// Every grant: a 200 answer that is not JSON.
+    NotJson,
+    /// Every grant: a redirect to another host.
+    Redirect,
 }
 
 #[derive(Default)]
@@ -227,6 +231,14 @@ async fn grant(State(endpoint): State<Arc<Endpoint>>, body: String) -> Response 
     match answer {
         Answer::Tokens => {}
         Answer::Huge => return (StatusCode::OK, "x".repeat(1 << 20)).into_response(),
+        Answer::NotJson => return (StatusCode::OK, "<html>sign in</html>").into_response(),
+        Answer::Redirect => {
+            return (
+                StatusCode::FOUND,
+                [(axum::http::header::LOCATION, "http://127.0.0.2:1/token")],
+            )
+                .into_response();
+        }
         Answer::Silent => {
             endpoint.held.store(true, Ordering::SeqCst);
             std::future::pending::<()>().await;
