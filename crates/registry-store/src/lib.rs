@@ -20,6 +20,7 @@ pub mod connect;
 mod deploy;
 pub mod entity;
 mod failure;
+mod marks;
 pub mod migration;
 mod pull_secrets;
 mod registries;
@@ -27,3 +28,4 @@ mod rows;
 mod usages;
 
 pub use connect::{OpenError, SeaStore, SqliteSync, StoreOptions, sqlite_url};
+pub use marks::AUTH_MODE;

@@ -175,6 +175,9 @@ pub struct AuthConfig {
     pub dev_org: String,
     pub jwt: JwtConfig,
     pub mtls: MtlsConfig,
+    /// Development mode refuses a store that JWT or mTLS mode served; this
+    /// says the operator knows it is not production data.
+    pub development_over_production_store: bool,
 }
 
 impl Default for AuthConfig {
@@ -185,6 +188,18 @@ impl Default for AuthConfig {
             dev_org: "default".into(),
             jwt: JwtConfig::default(),
             mtls: MtlsConfig::default(),
+            development_over_production_store: false,
+        }
+    }
+}
+
+impl AuthMode {
+    /// The name in the configuration (`auth.mode`) and in the store's mark.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Development => "development",
+            Self::Jwt => "jwt",
+            Self::Mtls => "mtls",
         }
     }
 }

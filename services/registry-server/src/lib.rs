@@ -77,6 +77,12 @@ pub enum StartError {
     MissingKeyFile(String),
     #[error("authentication: {0}")]
     Auth(String),
+    #[error(
+        "refusing development auth mode: this store was last served in {0} mode, so it may hold production \
+         credentials that development mode would open to any local process. Start with the {0} configuration; \
+         if this really is not production data, set auth.development_over_production_store = true"
+    )]
+    ProductionStore(String),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
@@ -210,6 +216,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     );
 
     let authenticator = Arc::new(authenticator(&config)?);
+    check_auth_mark(&config, &store).await?;
     let replica = Arc::new(Replica::random());
     let (targets, clusters) = targets(&config, &replica).await?;
     // The deploy path answers from the watched clusters: wait (a bounded
@@ -384,6 +391,26 @@ fn load_keys(config: &Config, data_exists: bool) -> Result<KeyRing, StartError> 
     // registry-crypto warns loudly when it generates the key.
     let (keys, _status) = KeyRing::load_or_generate(&config.data_dir)?;
     Ok(keys)
+}
+
+/// Development mode never serves a store that JWT or mTLS mode served; a
+/// production mode marks the store as it starts.
+async fn check_auth_mark(config: &Config, store: &SeaStore) -> Result<(), StartError> {
+    let mode = config.auth.mode;
+    if mode != AuthMode::Development {
+        return Ok(store.set_mark(registry_store::AUTH_MODE, mode.as_str()).await?);
+    }
+    match store.mark(registry_store::AUTH_MODE).await? {
+        Some(served) if !config.auth.development_over_production_store => Err(StartError::ProductionStore(served)),
+        Some(served) => {
+            tracing::warn!(
+                served,
+                "development auth mode over a store a production mode served (auth.development_over_production_store)"
+            );
+            Ok(())
+        }
+        None => Ok(()),
+    }
 }
 
 fn authenticator(config: &Config) -> Result<Authenticator, StartError> {

@@ -338,3 +338,67 @@ async fn jwt_mode_takes_the_principal_from_verified_tokens() {
         .unwrap_err();
     assert_eq!(anonymous.code(), Code::Unauthenticated);
 }
+
+/// JWT mode on `data` (and `database_url`), with a secret file in `dir`.
+fn jwt_config(dir: &Path, database_url: Option<&str>) -> Config {
+    let secret_file = dir.join("jwt.secret");
+    std::fs::write(&secret_file, b"an-hmac-secret-of-at-least-32-bytes!").unwrap();
+    let mut config = default_config(&dir.join("data"));
+    config.database_url = database_url.map(str::to_owned);
+    config.auth.mode = AuthMode::Jwt;
+    config.auth.jwt.hmac_secret_file = Some(secret_file);
+    config.auth.jwt.issuer = Some("https://id.example".into());
+    config.auth.jwt.audience = Some("registry".into());
+    config
+}
+
+/// Starts JWT mode on a store, then development mode on the same store:
+/// refused, naming the mode, unless the operator says it is not production.
+async fn development_mode_refuses_a_store_jwt_mode_served(database_url: Option<&str>) {
+    let dir = tempfile::tempdir().unwrap();
+    let production = jwt_config(dir.path(), database_url);
+    TestServer::start_with(production.clone()).await.unwrap().stop().await;
+
+    let mut development = production.clone();
+    development.auth.mode = AuthMode::Development;
+    let refused = TestServer::start_with(development.clone()).await.unwrap_err();
+    assert!(
+        matches!(refused, StartError::ProductionStore(ref mode) if mode == "jwt"),
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().contains("auth.development_over_production_store"),
+        "{refused}"
+    );
+
+    development.auth.development_over_production_store = true;
+    TestServer::start_with(development).await.unwrap().stop().await;
+    // Still marked: the override is per start, never remembered.
+    let mut again = production;
+    again.auth.mode = AuthMode::Development;
+    assert!(matches!(
+        TestServer::start_with(again).await.unwrap_err(),
+        StartError::ProductionStore(_)
+    ));
+}
+
+#[tokio::test]
+async fn development_mode_refuses_a_sqlite_store_jwt_mode_served() {
+    development_mode_refuses_a_store_jwt_mode_served(None).await;
+}
+
+#[tokio::test]
+async fn development_mode_refuses_a_postgres_store_jwt_mode_served() {
+    let Some(url) = registry_testkit::postgres_database().await else {
+        return;
+    };
+    development_mode_refuses_a_store_jwt_mode_served(Some(&url)).await;
+}
+
+#[tokio::test]
+async fn a_fresh_store_and_one_development_served_start_in_development_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = default_config(&dir.path().join("data"));
+    TestServer::start_with(config.clone()).await.unwrap().stop().await;
+    TestServer::start_with(config).await.unwrap().stop().await;
+}
