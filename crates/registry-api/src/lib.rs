@@ -3,12 +3,14 @@
 //! - [`auth`] — who is calling (bearer JWT or loopback development mode);
 //! - [`registry_service`] — `platform.registry.v1.RegistryService`;
 //! - [`deploy_service`] — `platform.registry.v1.DeployCredentialService`;
+//! - [`limits`] — request rates per principal, requests in flight;
 //! - [`convert`] — protobuf <-> domain;
 //! - [`status`] — the one mapping from domain errors to gRPC statuses.
 
 pub mod auth;
 pub mod convert;
 pub mod deploy_service;
+pub mod limits;
 pub mod registry_service;
 pub mod status;
 

@@ -287,6 +287,14 @@ pub struct LimitsConfig {
     pub max_message_bytes: usize,
     /// Requests in flight per connection.
     pub concurrency_per_connection: usize,
+    /// Requests in flight in the whole server (health checks aside); 0: no
+    /// limit.
+    pub max_concurrent_requests: usize,
+    /// Requests per second of one principal (organization and subject),
+    /// sustained; 0: no limit.
+    pub principal_requests_per_second: u32,
+    /// Requests one principal may send at once above its rate.
+    pub principal_burst: u32,
 }
 
 impl Default for LimitsConfig {
@@ -295,6 +303,9 @@ impl Default for LimitsConfig {
             request_timeout_ms: 30_000,
             max_message_bytes: 256 * 1024,
             concurrency_per_connection: 256,
+            max_concurrent_requests: 4096,
+            principal_requests_per_second: 1000,
+            principal_burst: 2000,
         }
     }
 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use registry_api::auth::{DevelopmentAuth, JwtAuth, JwtKey, JwtSettings, MtlsAuth, MtlsClient};
+use registry_api::limits::{GlobalConcurrencyLayer, PrincipalRate};
 use registry_api::{AuthInterceptor, Authenticator, DeployApi, RegistryApi};
 use registry_core::deployments::{DeploySettings, Deployments};
 use registry_core::ports::login::LoginProvider;
@@ -255,10 +256,14 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .with_replica(Arc::clone(&replica));
     let api = RegistryServiceServer::new(RegistryApi::new(registries))
         .max_decoding_message_size(config.limits.max_message_bytes);
-    let api = InterceptedService::new(api, AuthInterceptor(Arc::clone(&authenticator)));
+    let rate = Arc::new(PrincipalRate::new(
+        config.limits.principal_requests_per_second,
+        config.limits.principal_burst,
+    ));
+    let api = InterceptedService::new(api, AuthInterceptor::new(Arc::clone(&authenticator), Arc::clone(&rate)));
     let deploy_api = DeployCredentialServiceServer::new(DeployApi::new(deployments))
         .max_decoding_message_size(config.limits.max_message_bytes);
-    let deploy_api = InterceptedService::new(deploy_api, AuthInterceptor(authenticator));
+    let deploy_api = InterceptedService::new(deploy_api, AuthInterceptor::new(authenticator, rate));
 
     let (reporter, health) = tonic_health::server::health_reporter();
     set_health(&reporter, ServingStatus::NotServing).await;
@@ -300,6 +305,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         // Beyond that limit a request is refused with RESOURCE_EXHAUSTED at
         // once instead of queueing without bound.
         .load_shed(true)
+        .layer(GlobalConcurrencyLayer::new(config.limits.max_concurrent_requests))
         .trace_fn(|request| tracing::info_span!("grpc", method = %request.uri().path()))
         .add_service(health)
         .add_service(reflection_v1)

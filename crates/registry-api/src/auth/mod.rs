@@ -15,6 +15,8 @@ use tonic::metadata::MetadataMap;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
+use crate::limits::PrincipalRate;
+
 pub mod development;
 pub mod jwt;
 pub mod mtls;
@@ -55,23 +57,37 @@ impl Authenticator {
     }
 }
 
-/// The tonic interceptor that authenticates every request and leaves the
-/// [`Principal`] in its extensions.
+/// The tonic interceptor that authenticates every request, counts it
+/// against its principal's rate, and leaves the [`Principal`] in its
+/// extensions.
 #[derive(Debug, Clone)]
-pub struct AuthInterceptor(pub Arc<Authenticator>);
+pub struct AuthInterceptor {
+    authenticator: Arc<Authenticator>,
+    rate: Arc<PrincipalRate>,
+}
+
+impl AuthInterceptor {
+    pub fn new(authenticator: Arc<Authenticator>, rate: Arc<PrincipalRate>) -> Self {
+        Self { authenticator, rate }
+    }
+}
 
 impl Interceptor for AuthInterceptor {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         let peer = request.extensions().get::<Peer>();
-        let principal = self.0.authenticate(request.metadata(), peer).inspect_err(|refused| {
-            // No principal, so no organization's audit trail to file it in.
-            tracing::info!(
-                peer = ?peer.and_then(|p| p.address),
-                code = ?refused.code(),
-                reason = refused.message(),
-                "call refused before authentication"
-            );
-        })?;
+        let principal = self
+            .authenticator
+            .authenticate(request.metadata(), peer)
+            .inspect_err(|refused| {
+                // No principal, so no organization's audit trail to file it in.
+                tracing::info!(
+                    peer = ?peer.and_then(|p| p.address),
+                    code = ?refused.code(),
+                    reason = refused.message(),
+                    "call refused before authentication"
+                );
+            })?;
+        self.rate.check(&principal)?;
         request.extensions_mut().insert(principal);
         Ok(request)
     }
