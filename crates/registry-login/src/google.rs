@@ -279,7 +279,8 @@ fn describe(error: &reqwest::Error) -> String {
     message
 }
 
-/// rustls on ring with the system's authorities; no proxy, no redirects.
+/// rustls on ring with the system's authorities; the environment's proxy
+/// (`HTTPS_PROXY`, `NO_PROXY`), no redirects.
 fn client() -> Result<reqwest::Client, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
@@ -291,7 +292,6 @@ fn client() -> Result<reqwest::Client, String> {
         .with_no_client_auth();
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
-        .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(5))
         .user_agent(concat!("registry-credential-service/", env!("CARGO_PKG_VERSION")))

@@ -14,6 +14,7 @@ use sea_orm::{ConnectionTrait, Database};
 
 pub mod distribution;
 pub mod google;
+pub mod jwks;
 pub mod kube_api;
 pub mod pki;
 pub mod token_registry;

@@ -235,6 +235,14 @@ pub struct JwtConfig {
     pub hmac_secret_file: Option<PathBuf>,
     /// PEM public keys (RSA, EC or Ed25519).
     pub public_key_files: Vec<PathBuf>,
+    /// A JSON Web Key Set URL publishing the issuer's signing keys
+    /// (https; http only to loopback): fetched at start, refreshed every
+    /// `jwks_refresh_secs` and when a token names an unknown key id.
+    pub jwks_url: Option<String>,
+    pub jwks_refresh_secs: u64,
+    /// Tokens issued (`iat`) longer ago are refused; `iat` is then
+    /// required. None: any age until `exp`.
+    pub max_token_age_secs: Option<u64>,
     /// The claim naming the caller's organization.
     pub organization_claim: String,
     /// The claim listing the caller's roles.
@@ -248,6 +256,9 @@ impl Default for JwtConfig {
             audience: None,
             hmac_secret_file: None,
             public_key_files: Vec::new(),
+            jwks_url: None,
+            jwks_refresh_secs: 300,
+            max_token_age_secs: None,
             organization_claim: "org".into(),
             roles_claim: "roles".into(),
         }
@@ -707,9 +718,16 @@ impl Config {
         self.validate_tls()?;
         if self.auth.mode == AuthMode::Jwt
             && self.auth.jwt.hmac_secret_file.is_none()
+            && self.auth.jwt.jwks_url.is_none()
             && self.auth.jwt.public_key_files.is_empty()
         {
-            return invalid("auth.mode = \"jwt\" needs auth.jwt.hmac_secret_file or auth.jwt.public_key_files".into());
+            return invalid(
+                "auth.mode = \"jwt\" needs auth.jwt.hmac_secret_file, auth.jwt.public_key_files or auth.jwt.jwks_url"
+                    .into(),
+            );
+        }
+        if self.auth.jwt.jwks_refresh_secs < 10 {
+            return invalid("auth.jwt.jwks_refresh_secs must be at least 10".into());
         }
         if self.auth.mode == AuthMode::Jwt {
             // A token minted by the same issuer for another service, or by

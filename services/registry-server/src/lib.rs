@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use registry_api::auth::{DevelopmentAuth, JwtAuth, JwtKey, JwtSettings, MtlsAuth, MtlsClient};
+use registry_api::auth::{DevelopmentAuth, JwksKeys, JwtAuth, JwtKey, JwtSettings, MtlsAuth, MtlsClient};
 use registry_api::limits::{GlobalConcurrencyLayer, PrincipalRate};
 use registry_api::{AuthInterceptor, Authenticator, DeployApi, RegistryApi};
 use registry_core::deployments::{DeploySettings, Deployments};
@@ -106,7 +106,8 @@ pub struct RunningServer {
     store_watch: JoinHandle<()>,
     sync: JoinHandle<()>,
     stop_sync: Option<oneshot::Sender<()>>,
-    tls_reload: Option<JoinHandle<()>>,
+    /// Certificate reloads, JWKS refreshes.
+    background: Vec<JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -132,9 +133,9 @@ impl RunningServer {
         }
         self.store_watch.abort();
         let _ = (&mut self.store_watch).await;
-        if let Some(reload) = self.tls_reload.take() {
-            reload.abort();
-            let _ = reload.await;
+        for task in std::mem::take(&mut self.background) {
+            task.abort();
+            let _ = task.await;
         }
         served
     }
@@ -147,7 +148,7 @@ impl RunningServer {
             store_watch,
             sync,
             stop_sync,
-            tls_reload,
+            background,
             ..
         } = self;
         let result = task.await.unwrap_or(Ok(()));
@@ -155,9 +156,9 @@ impl RunningServer {
         sync.abort();
         let _ = store_watch.await;
         let _ = sync.await;
-        if let Some(reload) = tls_reload {
-            reload.abort();
-            let _ = reload.await;
+        for task in background {
+            task.abort();
+            let _ = task.await;
         }
         drop((shutdown, stop_sync));
         result
@@ -216,7 +217,15 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         "store open and master keys verified"
     );
 
-    let authenticator = Arc::new(authenticator(&config)?);
+    let jwks = match (&config.auth.mode, &config.auth.jwt.jwks_url) {
+        (AuthMode::Jwt, Some(url)) => Some(
+            JwksKeys::fetch(url, Duration::from_secs(config.auth.jwt.jwks_refresh_secs))
+                .await
+                .map_err(|e| StartError::Auth(e.to_string()))?,
+        ),
+        _ => None,
+    };
+    let authenticator = Arc::new(authenticator(&config, jwks.clone())?);
     check_auth_mark(&config, &store).await?;
     let replica = Arc::new(Replica::random());
     let (targets, clusters) = targets(&config, &replica).await?;
@@ -330,6 +339,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         let _ = sync_stopped.await;
     }));
     let store_watch = tokio::spawn(watch_store(store, reporter));
+    let jwks_refresh = jwks.map(|keys| tokio::spawn(keys.run()));
 
     if config.auth.mode == AuthMode::Development {
         tracing::warn!(
@@ -359,7 +369,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         store_watch,
         sync,
         stop_sync: Some(stop_sync),
-        tls_reload,
+        background: tls_reload.into_iter().chain(jwks_refresh).collect(),
     })
 }
 
@@ -419,7 +429,7 @@ async fn check_auth_mark(config: &Config, store: &SeaStore) -> Result<(), StartE
     }
 }
 
-fn authenticator(config: &Config) -> Result<Authenticator, StartError> {
+fn authenticator(config: &Config, jwks: Option<Arc<JwksKeys>>) -> Result<Authenticator, StartError> {
     let auth = &config.auth;
     match auth.mode {
         AuthMode::Development => Ok(Authenticator::Development(DevelopmentAuth {
@@ -453,6 +463,8 @@ fn authenticator(config: &Config) -> Result<Authenticator, StartError> {
                 audience: auth.jwt.audience.clone(),
                 organization_claim: auth.jwt.organization_claim.clone(),
                 roles_claim: auth.jwt.roles_claim.clone(),
+                jwks,
+                max_token_age: auth.jwt.max_token_age_secs.map(Duration::from_secs),
             })
             .map_err(|e| StartError::Auth(e.to_string()))?;
             Ok(Authenticator::Jwt(jwt))

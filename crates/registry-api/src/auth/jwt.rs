@@ -1,11 +1,16 @@
 //! Bearer JWTs verified against locally configured keys.
 
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use registry_core::{Principal, Role, Roles};
 use tonic::Status;
 use tonic::metadata::MetadataMap;
+use tonic_types::{ErrorDetails, StatusExt as _};
+
+use super::jwks::JwksKeys;
 
 /// A key that verifies JWT signatures.
 pub enum JwtKey {
@@ -38,6 +43,11 @@ pub struct JwtSettings {
     /// The claim holding the roles: an array or a space/comma separated
     /// string (default `roles`). Unknown role names are ignored.
     pub roles_claim: String,
+    /// Keys published at a JWKS URL, by key id.
+    pub jwks: Option<Arc<JwksKeys>>,
+    /// Tokens issued (`iat`) longer ago than this are refused; `iat` is
+    /// then required.
+    pub max_token_age: Option<Duration>,
 }
 
 /// A key that failed to load.
@@ -48,9 +58,24 @@ pub struct JwtKeyError {
     pub reason: String,
 }
 
-struct Verifier {
+/// One verification key and the algorithms it verifies.
+pub(super) struct Verifier {
     key: DecodingKey,
-    algorithms: &'static [Algorithm],
+    algorithms: Vec<Algorithm>,
+}
+
+impl Verifier {
+    pub(super) fn new(key: DecodingKey, algorithms: Vec<Algorithm>) -> Self {
+        Self { key, algorithms }
+    }
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier")
+            .field("algorithms", &self.algorithms)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Verifies bearer JWTs against locally configured keys.
@@ -84,31 +109,31 @@ impl JwtAuth {
                 Ok(match key {
                     JwtKey::Hmac(secret) => Verifier {
                         key: DecodingKey::from_secret(secret),
-                        algorithms: &[HS256, HS384, HS512],
+                        algorithms: vec![HS256, HS384, HS512],
                     },
                     JwtKey::PublicPem(pem) => {
                         let pem = pem.as_bytes();
                         if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
                             Verifier {
                                 key,
-                                algorithms: &[RS256, RS384, RS512, PS256, PS384, PS512],
+                                algorithms: vec![RS256, RS384, RS512, PS256, PS384, PS512],
                             }
                         } else if let Ok(key) = DecodingKey::from_ec_pem(pem) {
                             Verifier {
                                 key,
-                                algorithms: &[ES256, ES384],
+                                algorithms: vec![ES256, ES384],
                             }
                         } else {
                             Verifier {
                                 key: DecodingKey::from_ed_pem(pem).map_err(error)?,
-                                algorithms: &[EdDSA],
+                                algorithms: vec![EdDSA],
                             }
                         }
                     }
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        if verifiers.is_empty() {
+        if verifiers.is_empty() && settings.jwks.is_none() {
             return Err(JwtKeyError {
                 index: 0,
                 reason: "no verification key configured".into(),
@@ -127,11 +152,21 @@ impl JwtAuth {
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .map(str::trim)
             .ok_or_else(|| Status::unauthenticated("authorization metadata must be \"Bearer <jwt>\""))?;
-        let algorithm = jsonwebtoken::decode_header(token)
-            .map_err(|_| Status::unauthenticated("bearer token is not a JWT"))?
-            .alg;
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|_| Status::unauthenticated("bearer token is not a JWT"))?;
+        let algorithm = header.alg;
+        // A key id the published set has picks that key; otherwise the
+        // locally configured keys are tried.
+        let published = header
+            .kid
+            .as_deref()
+            .and_then(|kid| self.settings.jwks.as_ref()?.get(kid));
+        let candidates: Vec<&Verifier> = match &published {
+            Some(verifier) => vec![verifier.as_ref()],
+            None => self.verifiers.iter().collect(),
+        };
         let mut last_error = None;
-        for verifier in self.verifiers.iter().filter(|v| v.algorithms.contains(&algorithm)) {
+        for verifier in candidates.into_iter().filter(|v| v.algorithms.contains(&algorithm)) {
             let mut validation = Validation::new(algorithm);
             validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
             // A token is refused before its nbf as after its exp (both
@@ -144,15 +179,55 @@ impl JwtAuth {
                 validation.set_audience(&[audience]);
             }
             match jsonwebtoken::decode::<serde_json::Value>(token, &verifier.key, &validation) {
-                Ok(data) => return self.principal(&data.claims),
+                Ok(data) => {
+                    self.check_age(&data.claims)?;
+                    return self.principal(&data.claims);
+                }
                 Err(e) => last_error = Some(e),
             }
+        }
+        if let (Some(jwks), Some(kid), None) = (&self.settings.jwks, &header.kid, &published)
+            && last_error.is_none()
+        {
+            // Signed by a key published since the set was fetched, perhaps:
+            // fetch it again; the client retries.
+            jwks.want_refresh();
+            return Err(Status::with_error_details(
+                tonic::Code::Unavailable,
+                format!(
+                    "bearer token signed by key {kid:?}, which the JWKS does not hold yet; it is being fetched again, retry"
+                ),
+                ErrorDetails::with_retry_info(Some(Duration::from_secs(1))),
+            ));
         }
         let reason = match last_error {
             Some(e) => format!("bearer token rejected: {e}"),
             None => format!("bearer token algorithm {algorithm:?} matches no configured key"),
         };
         Err(Status::unauthenticated(reason))
+    }
+
+    /// Refuses tokens issued longer ago than the maximum age (with the same
+    /// 60 s leeway as `exp` and `nbf`).
+    fn check_age(&self, claims: &serde_json::Value) -> Result<(), Status> {
+        let Some(max) = self.settings.max_token_age else {
+            return Ok(());
+        };
+        let issued = claims.get("iat").and_then(serde_json::Value::as_u64).ok_or_else(|| {
+            Status::unauthenticated("bearer token has no iat claim, which auth.jwt.max_token_age_secs requires")
+        })?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let age = now.saturating_sub(issued);
+        if age > max.as_secs() + 60 {
+            return Err(Status::unauthenticated(format!(
+                "bearer token issued {age} s ago, longer than the {} s this server accepts (auth.jwt.max_token_age_secs)",
+                max.as_secs()
+            )));
+        }
+        Ok(())
     }
 
     fn principal(&self, claims: &serde_json::Value) -> Result<Principal, Status> {
@@ -192,6 +267,8 @@ mod tests {
             audience: Some("registry".into()),
             organization_claim: "org".into(),
             roles_claim: "roles".into(),
+            jwks: None,
+            max_token_age: None,
         })
         .unwrap()
     }
@@ -283,6 +360,30 @@ mod tests {
         }
         let err = jwt().authenticate(&MetadataMap::new()).unwrap_err();
         assert!(err.message().contains("missing bearer token"));
+    }
+
+    #[test]
+    fn a_maximum_age_requires_iat_and_refuses_older_tokens() {
+        let aged = JwtAuth::new(JwtSettings {
+            max_token_age: Some(Duration::from_secs(600)),
+            ..jwt().settings
+        })
+        .unwrap();
+        let now = exp() - 600;
+        let with_iat = |iat: Option<u64>| {
+            let mut claims = serde_json::json!({
+                "sub": "a", "org": "acme", "iss": "https://issuer.example", "aud": "registry", "exp": exp(),
+            });
+            if let Some(iat) = iat {
+                claims["iat"] = iat.into();
+            }
+            aged.authenticate(&bearer(&token(b"test-secret-of-32-bytes-at-least!", claims)))
+        };
+        assert!(with_iat(Some(now - 30)).is_ok());
+        let old = with_iat(Some(now - 3600)).unwrap_err();
+        assert!(old.message().contains("longer than the 600 s"), "{}", old.message());
+        let missing = with_iat(None).unwrap_err();
+        assert!(missing.message().contains("iat"), "{}", missing.message());
     }
 
     #[test]

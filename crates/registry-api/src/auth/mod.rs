@@ -18,10 +18,12 @@ use tonic::{Request, Status};
 use crate::limits::PrincipalRate;
 
 pub mod development;
+pub mod jwks;
 pub mod jwt;
 pub mod mtls;
 
 pub use development::{DevelopmentAuth, ORG_HEADER, ROLES_HEADER, USER_HEADER};
+pub use jwks::{JwksError, JwksKeys};
 pub use jwt::{JwtAuth, JwtKey, JwtKeyError, JwtSettings};
 pub use mtls::{ClientCertificate, MtlsAuth, MtlsClient};
 
