@@ -352,6 +352,20 @@ fn jwt_config(dir: &Path, database_url: Option<&str>) -> Config {
     config
 }
 
+/// Starts `config`, waiting (5 s at most) for a server just stopped to let
+/// go of the SQLite file's lock.
+async fn start_after_stop(config: Config) -> Result<TestServer, StartError> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match TestServer::start_with(config.clone()).await {
+            Err(StartError::Store(registry_store::OpenError::Locked(_))) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            started => return started,
+        }
+    }
+}
+
 /// Starts JWT mode on a store, then development mode on the same store:
 /// refused, naming the mode, unless the operator says it is not production.
 async fn development_mode_refuses_a_store_jwt_mode_served(database_url: Option<&str>) {
@@ -361,7 +375,7 @@ async fn development_mode_refuses_a_store_jwt_mode_served(database_url: Option<&
 
     let mut development = production.clone();
     development.auth.mode = AuthMode::Development;
-    let refused = TestServer::start_with(development.clone()).await.unwrap_err();
+    let refused = start_after_stop(development.clone()).await.unwrap_err();
     assert!(
         matches!(refused, StartError::ProductionStore(ref mode) if mode == "jwt"),
         "{refused}"
@@ -372,12 +386,12 @@ async fn development_mode_refuses_a_store_jwt_mode_served(database_url: Option<&
     );
 
     development.auth.development_over_production_store = true;
-    TestServer::start_with(development).await.unwrap().stop().await;
+    start_after_stop(development).await.unwrap().stop().await;
     // Still marked: the override is per start, never remembered.
     let mut again = production;
     again.auth.mode = AuthMode::Development;
     assert!(matches!(
-        TestServer::start_with(again).await.unwrap_err(),
+        start_after_stop(again).await.unwrap_err(),
         StartError::ProductionStore(_)
     ));
 }
@@ -400,5 +414,5 @@ async fn a_fresh_store_and_one_development_served_start_in_development_mode() {
     let dir = tempfile::tempdir().unwrap();
     let config = default_config(&dir.path().join("data"));
     TestServer::start_with(config.clone()).await.unwrap().stop().await;
-    TestServer::start_with(config).await.unwrap().stop().await;
+    start_after_stop(config).await.unwrap().stop().await;
 }
