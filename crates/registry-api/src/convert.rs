@@ -117,7 +117,7 @@ pub fn timestamp_from_proto(t: Option<prost_types::Timestamp>, field: &str) -> R
     Ok(Some(Timestamp(micros)))
 }
 
-const AUDIT_ACTIONS: [(AuditAction, pb::AuditAction); 12] = [
+const AUDIT_ACTIONS: [(AuditAction, pb::AuditAction); 13] = [
     (AuditAction::RegistryCreate, pb::AuditAction::RegistryCreate),
     (AuditAction::RegistryUpdate, pb::AuditAction::RegistryUpdate),
     (AuditAction::RegistryDelete, pb::AuditAction::RegistryDelete),
@@ -130,6 +130,7 @@ const AUDIT_ACTIONS: [(AuditAction, pb::AuditAction); 12] = [
     (AuditAction::PullSecretDelete, pb::AuditAction::PullSecretDelete),
     (AuditAction::RegistryRead, pb::AuditAction::RegistryRead),
     (AuditAction::AuditRead, pb::AuditAction::AuditRead),
+    (AuditAction::RegistryRekey, pb::AuditAction::RegistryRekey),
 ];
 
 /// An audit action filter: `None` for UNSPECIFIED.
@@ -164,6 +165,8 @@ pub fn audit_event_to_proto(recorded: RecordedAuditEvent) -> pb::AuditEvent {
         registry_id: event.registry_id.map(|id| id.to_string()).unwrap_or_default(),
         outcome: outcome.into(),
         detail: event.detail,
+        request_id: event.request_id,
+        peer: event.peer,
     }
 }
 

@@ -140,11 +140,41 @@ impl RegistryService for RegistryApi {
     ) -> Reply<pb::ListAuditEventsResponse> {
         reply(self.audit_events(request).await)
     }
+
+    async fn rekey_registries(
+        &self,
+        request: Request<pb::RekeyRegistriesRequest>,
+    ) -> Reply<pb::RekeyRegistriesResponse> {
+        reply(self.rekey(request).await)
+    }
 }
 
 /// The RPCs in domain terms: each maps its error to a status once, in
 /// [`reply`].
 impl RegistryApi {
+    async fn rekey(&self, request: Request<pb::RekeyRegistriesRequest>) -> Result<pb::RekeyRegistriesResponse, Error> {
+        let principal = principal(&request)?;
+        let report = self
+            .registries
+            .rekey(&principal, request.into_inner().max_registries)
+            .await?;
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        Ok(pb::RekeyRegistriesResponse {
+            primary_key_id: report.primary_key_id,
+            rewrapped: count(report.rewrapped),
+            raced: count(report.raced),
+            failures: report
+                .failures
+                .into_iter()
+                .map(|failure| pb::RekeyFailure {
+                    registry_id: failure.registry_id.to_string(),
+                    reason: failure.reason,
+                })
+                .collect(),
+            remaining: count(report.remaining),
+        })
+    }
+
     async fn create(&self, request: Request<pb::CreateRegistryRequest>) -> Result<pb::CreateRegistryResponse, Error> {
         let principal = principal(&request)?;
         let request = request.into_inner();

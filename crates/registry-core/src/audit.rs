@@ -34,10 +34,12 @@ pub enum AuditAction {
     RegistryRead,
     /// Reading the audit trail (audited when refused).
     AuditRead,
+    /// A registry's credentials sealed again under the primary master key.
+    RegistryRekey,
 }
 
 impl AuditAction {
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::RegistryCreate,
         Self::RegistryUpdate,
         Self::RegistryDelete,
@@ -50,6 +52,7 @@ impl AuditAction {
         Self::PullSecretDelete,
         Self::RegistryRead,
         Self::AuditRead,
+        Self::RegistryRekey,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +69,7 @@ impl AuditAction {
             Self::PullSecretDelete => "pull_secret.delete",
             Self::RegistryRead => "registry.read",
             Self::AuditRead => "audit.read",
+            Self::RegistryRekey => "registry.rekey",
         }
     }
 
@@ -129,6 +133,10 @@ pub struct AuditEvent {
     pub outcome: AuditOutcome,
     /// Free text without secrets (`credential_revision=2`).
     pub detail: String,
+    /// The request it happened in; empty for the service's own actions.
+    pub request_id: String,
+    /// The caller's peer identity; empty for the service's own actions.
+    pub peer: String,
 }
 
 impl AuditEvent {
@@ -140,14 +148,18 @@ impl AuditEvent {
         outcome: AuditOutcome,
         detail: impl Into<String>,
     ) -> Self {
-        Self::by(
-            &principal.organization,
-            &principal.subject,
-            action,
-            registry_id,
-            outcome,
-            detail,
-        )
+        Self {
+            request_id: principal.origin.request_id.clone(),
+            peer: principal.origin.peer.clone(),
+            ..Self::by(
+                &principal.organization,
+                &principal.subject,
+                action,
+                registry_id,
+                outcome,
+                detail,
+            )
+        }
     }
 
     /// An event of `actor` in `organization`, now.
@@ -167,6 +179,8 @@ impl AuditEvent {
             registry_id: registry_id.cloned(),
             outcome,
             detail: detail.into(),
+            request_id: String::new(),
+            peer: String::new(),
         }
     }
 
@@ -186,14 +200,16 @@ impl fmt::Debug for AuditEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} {} by {}@{} on {:?}: {} {}",
+            "{} {} by {}@{} on {:?}: {} {} (request {:?} from {:?})",
             self.at.0,
             self.action.as_str(),
             self.actor,
             self.organization,
             self.registry_id,
             self.outcome.as_str(),
-            self.detail
+            self.detail,
+            self.request_id,
+            self.peer,
         )
     }
 }

@@ -35,6 +35,7 @@ pub mod principal;
 pub mod reference;
 pub mod registries;
 pub mod registry;
+pub mod rekey;
 pub mod sync;
 pub mod targets;
 pub mod usage;

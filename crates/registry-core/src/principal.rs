@@ -111,6 +111,19 @@ pub struct Principal {
     pub subject: String,
     pub organization: String,
     pub roles: Roles,
+    /// Where this request came from, for the audit trail.
+    pub origin: Origin,
+}
+
+/// The request a principal made and the connection it came on, as the
+/// transport saw them. Empty for the service's own actions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The caller's `x-request-id`, or one the server made up.
+    pub request_id: String,
+    /// The peer: its address, and its certificate identity under mutual TLS
+    /// (`spiffe://acme/deployer@127.0.0.1:50312`).
+    pub peer: String,
 }
 
 impl Principal {
@@ -119,6 +132,7 @@ impl Principal {
             subject: subject.into(),
             organization: organization.into(),
             roles,
+            origin: Origin::default(),
         }
     }
 

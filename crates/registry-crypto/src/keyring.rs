@@ -251,6 +251,68 @@ mod tests {
         assert!(ring.open(CONTEXT, &blob).is_ok());
     }
 
+    /// Tampering fails with an error that says which kind it is, in the
+    /// style of Vault's barrier tests: the header (version, key id length)
+    /// is malformed; another key id is unknown; a changed bit in the wrap
+    /// nonce, wrapped key, data nonce, ciphertext or tag does not
+    /// authenticate; the same blob on another registry's row does not
+    /// authenticate either.
+    #[test]
+    fn each_kind_of_tamper_has_its_own_error() {
+        let ring = KeyRing::ephemeral().expect("random");
+        let id = ring.primary_key_id().to_owned();
+        let blob = ring.seal(CONTEXT, b"secret").expect("seal");
+        let flipped = |position: usize| {
+            let mut tampered = blob.clone();
+            tampered[position] ^= 0x01;
+            ring.open(CONTEXT, &tampered)
+        };
+        let key_id_start = 2;
+        let wrap_nonce = key_id_start + id.len();
+        let wrapped_key = wrap_nonce + NONCE_LEN;
+        let data_nonce = wrapped_key + blob::WRAPPED_KEY_LEN;
+        let ciphertext = data_nonce + NONCE_LEN;
+        let tag = blob.len() - blob::TAG_LEN;
+
+        assert!(matches!(flipped(0), Err(SealError::Malformed(_))), "version");
+        // A key id length of zero, or past the end, is malformed; one
+        // shorter by a byte names a key id of no configured key.
+        for len in [0, u8::MAX] {
+            let mut tampered = blob.clone();
+            tampered[1] = len;
+            assert!(
+                matches!(ring.open(CONTEXT, &tampered), Err(SealError::Malformed(_))),
+                "key id length {len}"
+            );
+        }
+        assert!(matches!(flipped(1), Err(SealError::UnknownKey(_))), "key id length");
+        // The last character of the id flipped: a well-formed id of no
+        // configured key.
+        let last = wrap_nonce - 1;
+        assert!(
+            matches!(flipped(last), Err(SealError::UnknownKey(other)) if other != id),
+            "key id"
+        );
+        for (region, position) in [
+            ("wrap nonce", wrap_nonce),
+            ("wrapped key", wrapped_key),
+            ("data nonce", data_nonce),
+            ("ciphertext", ciphertext),
+            ("tag", tag),
+            ("last tag byte", blob.len() - 1),
+        ] {
+            assert!(is_unauthentic(flipped(position), &id), "{region}");
+        }
+        let moved = SealContext {
+            registry_id: "reg-b",
+            ..CONTEXT
+        };
+        assert!(
+            is_unauthentic(ring.open(moved, &blob), &id),
+            "moved to another registry"
+        );
+    }
+
     #[test]
     fn garbage_is_malformed() {
         let ring = KeyRing::ephemeral().expect("random");

@@ -24,14 +24,28 @@ const BATCH: usize = 512;
 type Committed = Result<(), StoreError>;
 
 /// An event as the JSON array the statements below take apart:
-/// `[at, organization, actor, action, registry_id, outcome, detail]`.
-type Row = (i64, String, String, &'static str, Option<String>, &'static str, String);
+/// `[at, organization, actor, action, registry_id, outcome, detail,
+/// request_id, peer]`.
+type Row = (
+    i64,
+    String,
+    String,
+    &'static str,
+    Option<String>,
+    &'static str,
+    String,
+    String,
+    String,
+);
 
-const INSERT_SQLITE: &str = "INSERT INTO audit_events (at, organization, actor, action, registry_id, outcome, detail) \
-     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6 \
+const INSERT_SQLITE: &str = "INSERT INTO audit_events \
+     (at, organization, actor, action, registry_id, outcome, detail, request_id, peer) \
+     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, \
+     value ->> 7, value ->> 8 \
      FROM json_each(?)";
-const INSERT_POSTGRES: &str = "INSERT INTO audit_events (at, organization, actor, action, registry_id, outcome, detail) \
-     SELECT (e ->> 0)::bigint, e ->> 1, e ->> 2, e ->> 3, e ->> 4, e ->> 5, e ->> 6 \
+const INSERT_POSTGRES: &str = "INSERT INTO audit_events \
+     (at, organization, actor, action, registry_id, outcome, detail, request_id, peer) \
+     SELECT (e ->> 0)::bigint, e ->> 1, e ->> 2, e ->> 3, e ->> 4, e ->> 5, e ->> 6, e ->> 7, e ->> 8 \
      FROM jsonb_array_elements($1::jsonb) AS e";
 
 struct Entry {
@@ -74,6 +88,8 @@ impl AuditLog {
                 event.registry_id.as_ref().map(ToString::to_string),
                 event.outcome.as_str(),
                 event.detail.clone(),
+                event.request_id.clone(),
+                event.peer.clone(),
             ),
             done,
         };

@@ -48,6 +48,8 @@ pub mod audit_events {
         pub registry_id: Option<String>,
         pub outcome: String,
         pub detail: String,
+        pub request_id: String,
+        pub peer: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

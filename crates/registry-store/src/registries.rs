@@ -8,8 +8,8 @@ use registry_core::ports::store::{
 use registry_core::{RegistryId, StoredRegistry};
 use sea_orm::sea_query::{Expr, LockType};
 use sea_orm::{
-    ActiveValue::NotSet, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
+    ActiveValue::NotSet, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait,
 };
 
 use crate::SeaStore;
@@ -216,6 +216,64 @@ impl SeaStore {
             .await?)
     }
 
+    async fn read_sealed_under_other_keys(
+        &self,
+        key_id: &str,
+        organization: Option<&str>,
+        after: Option<&RegistryId>,
+        limit: u64,
+    ) -> Result<Vec<KeySample>> {
+        use registries::Column;
+        let mut query = registries::Entity::find().filter(Column::KeyId.ne(key_id));
+        if let Some(organization) = organization {
+            query = query.filter(Column::Organization.eq(organization));
+        }
+        if let Some(after) = after {
+            query = query.filter(Column::Id.gt(after.as_str()));
+        }
+        let rows = query.order_by_asc(Column::Id).limit(limit).all(&self.reader).await?;
+        rows.into_iter()
+            .map(|row| {
+                let stored = registry_from(row)?;
+                Ok(KeySample {
+                    key_id: stored.key_id,
+                    organization: stored.registry.organization,
+                    registry_id: stored.registry.id,
+                    kind: stored.registry.kind,
+                    sealed_credentials: stored.sealed_credentials,
+                })
+            })
+            .collect()
+    }
+
+    async fn read_count_sealed_under_other_keys(&self, key_id: &str, organization: Option<&str>) -> Result<u64> {
+        use registries::Column;
+        let mut query = registries::Entity::find().filter(Column::KeyId.ne(key_id));
+        if let Some(organization) = organization {
+            query = query.filter(Column::Organization.eq(organization));
+        }
+        Ok(query.count(&self.reader).await?)
+    }
+
+    async fn rewrap_blob(&self, old: &KeySample, key_id: &str, sealed: &[u8], audit: &AuditEvent) -> Result<bool> {
+        use registries::Column;
+        let txn = self.writer.begin().await?;
+        let updated = registries::Entity::update_many()
+            .col_expr(Column::KeyId, Expr::value(key_id))
+            .col_expr(Column::SealedCredentials, Expr::value(sealed.to_vec()))
+            .filter(Column::Id.eq(old.registry_id.as_str()))
+            .filter(Column::SealedCredentials.eq(old.sealed_credentials.clone()))
+            .exec(&txn)
+            .await?;
+        if updated.rows_affected != 1 {
+            txn.rollback().await?;
+            return Ok(false);
+        }
+        insert_audit(&txn, audit).await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+
     async fn read_key_samples(&self) -> Result<Vec<KeySample>> {
         use registries::Column;
         let firsts: Vec<(String, String)> = registries::Entity::find()
@@ -234,6 +292,7 @@ impl SeaStore {
             let stored = registry_from(row)?;
             samples.push(KeySample {
                 key_id,
+                organization: stored.registry.organization,
                 registry_id: stored.registry.id,
                 kind: stored.registry.kind,
                 sealed_credentials: stored.sealed_credentials,
@@ -323,6 +382,34 @@ impl RegistryStore for SeaStore {
 
     async fn key_samples(&self) -> Result<Vec<KeySample>, StoreError> {
         Ok(self.read_key_samples().await?)
+    }
+
+    async fn sealed_under_other_keys(
+        &self,
+        key_id: &str,
+        organization: Option<&str>,
+        after: Option<&RegistryId>,
+        limit: u64,
+    ) -> Result<Vec<KeySample>, StoreError> {
+        Ok(self
+            .read_sealed_under_other_keys(key_id, organization, after, limit)
+            .await?)
+    }
+
+    async fn count_sealed_under_other_keys(&self, key_id: &str, organization: Option<&str>) -> Result<u64, StoreError> {
+        Ok(self.read_count_sealed_under_other_keys(key_id, organization).await?)
+    }
+
+    async fn rewrap(
+        &self,
+        old: &KeySample,
+        key_id: &str,
+        sealed: &[u8],
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        // The cached row holds the old blob: it goes with the write.
+        let _writing = self.cache.writing(&old.registry_id);
+        Ok(self.rewrap_blob(old, key_id, sealed, audit).await?)
     }
 
     async fn audit_page(&self, query: &AuditQuery) -> Result<Vec<RecordedAuditEvent>, StoreError> {

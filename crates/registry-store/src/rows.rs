@@ -64,6 +64,8 @@ pub(crate) fn audit_row(event: &AuditEvent) -> audit_events::ActiveModel {
         registry_id: Set(event.registry_id.as_ref().map(ToString::to_string)),
         outcome: Set(event.outcome.as_str().to_owned()),
         detail: Set(event.detail.clone()),
+        request_id: Set(event.request_id.clone()),
+        peer: Set(event.peer.clone()),
         ..Default::default()
     }
 }
@@ -81,6 +83,8 @@ pub(crate) fn audit_from(row: audit_events::Model) -> Result<AuditEvent> {
         organization: row.organization,
         actor: row.actor,
         detail: row.detail,
+        request_id: row.request_id,
+        peer: row.peer,
     })
 }
 

@@ -16,12 +16,14 @@ use std::time::Duration;
 
 use registry_api::auth::{DevelopmentAuth, JwksKeys, JwtAuth, JwtKey, JwtSettings, MtlsAuth, MtlsClient};
 use registry_api::limits::{GlobalConcurrencyLayer, PrincipalRate};
+use registry_api::request_id::RequestIdLayer;
 use registry_api::{AuthInterceptor, Authenticator, DeployApi, RegistryApi};
 use registry_core::deployments::{DeploySettings, Deployments};
 use registry_core::ports::login::LoginProvider;
 use registry_core::ports::sealer::{SealContext, Sealer};
 use registry_core::ports::store::{DeployStore, RegistryStore};
 use registry_core::registries::Registries;
+use registry_core::rekey::{RekeyActor, RekeyReport, RekeyScope};
 use registry_core::sync::{SecretSync, SyncSettings, SyncTrigger};
 use registry_core::targets::{NamespaceTemplate, Target, TargetKind, Targets};
 use registry_core::usage::Replica;
@@ -175,6 +177,28 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
     Ok(())
 }
 
+/// Re-wraps up to `limit` stored blobs of every organization under the
+/// primary master key: the `rekey` command. On PostgreSQL it runs beside
+/// the servers; the embedded SQLite store serves one process at a time, so
+/// there it needs the server stopped (or the RekeyRegistries RPC).
+pub async fn rekey(config: &Config, limit: u64) -> Result<RekeyReport, anyhow::Error> {
+    config.validate()?;
+    let database_url = config
+        .database_url
+        .clone()
+        .unwrap_or_else(|| registry_store::sqlite_url(&config.data_dir));
+    let options = registry_store::StoreOptions {
+        sqlite_sync: config.sqlite_synchronous.into(),
+    };
+    let store = SeaStore::connect_with(&database_url, options).await?;
+    let samples = store.key_samples().await?;
+    let keys = load_keys(config, !samples.is_empty())?;
+    Ok(registry_core::rekey::rekey(&store, &keys, RekeyScope::All, RekeyActor::Command(REKEY_ACTOR), limit).await?)
+}
+
+/// The actor of the `rekey` command's audit events.
+pub const REKEY_ACTOR: &str = "registry-server rekey";
+
 /// Opens the store, checks the master keys against it, and serves.
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     config.validate()?;
@@ -216,6 +240,14 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         keys_checked = samples.len(),
         "store open and master keys verified"
     );
+    if samples.iter().any(|sample| sample.key_id != keys.primary_key_id()) {
+        let older = store.count_sealed_under_other_keys(keys.primary_key_id(), None).await?;
+        tracing::warn!(
+            registries = older,
+            "registries are sealed under older master keys: rekey them (RekeyRegistries, or \
+             `registry-server rekey` against PostgreSQL) before removing those keys"
+        );
+    }
 
     let jwks = match (&config.auth.mode, &config.auth.jwt.jwks_url) {
         (AuthMode::Jwt, Some(url)) => Some(
@@ -314,8 +346,11 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         // Beyond that limit a request is refused with RESOURCE_EXHAUSTED at
         // once instead of queueing without bound.
         .load_shed(true)
+        .layer(RequestIdLayer::new())
         .layer(GlobalConcurrencyLayer::new(config.limits.max_concurrent_requests))
-        .trace_fn(|request| tracing::info_span!("grpc", method = %request.uri().path()))
+        .trace_fn(
+            |request| tracing::info_span!("grpc", method = %request.uri().path(), request_id = tracing::field::Empty),
+        )
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

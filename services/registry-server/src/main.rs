@@ -48,6 +48,49 @@ struct Cli {
 enum Command {
     /// Prints a new random master key (base64) for a key file.
     Keygen,
+    /// Seals every organization's stored credentials again under the
+    /// primary master key (the first of the key file), with the same
+    /// configuration as the server. Resumable: run again while it reports
+    /// registries remaining. On PostgreSQL it runs beside the servers; the
+    /// embedded SQLite store needs the server stopped (or use the
+    /// RekeyRegistries RPC).
+    Rekey {
+        /// At most this many registries in this run.
+        #[arg(long, default_value_t = u64::MAX)]
+        limit: u64,
+    },
+}
+
+/// The `rekey` command: a report on stdout, non-zero when a blob would not
+/// open (named in the report) so a script does not remove an old key.
+async fn rekey(config: &Config, limit: u64) -> ExitCode {
+    match registry_server::rekey(config, limit).await {
+        Ok(report) => {
+            #[allow(clippy::print_stdout)]
+            {
+                println!(
+                    "primary key {}: {} re-wrapped, {} changed meanwhile, {} failed, {} remaining",
+                    report.primary_key_id,
+                    report.rewrapped,
+                    report.raced,
+                    report.failures.len(),
+                    report.remaining
+                );
+                for failure in &report.failures {
+                    println!("failed: registry {}: {}", failure.registry_id, failure.reason);
+                }
+            }
+            if report.failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("registry-server rekey: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -104,6 +147,9 @@ async fn main() -> ExitCode {
         }
     };
     registry_server::telemetry::init(&config.log);
+    if let Some(Command::Rekey { limit }) = cli.command {
+        return rekey(&config, limit).await;
+    }
     match registry_server::run(config, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -297,3 +297,62 @@ async fn the_sync_loops_writes_and_deletions_are_on_the_trail() {
         deletions[0].detail
     );
 }
+
+/// Every event names the request it happened in and the peer it came from:
+/// the caller's `x-request-id` when usable, else one the server made up;
+/// either way the response answers it in `x-request-id`.
+#[tokio::test]
+async fn events_carry_the_request_id_and_the_peer() {
+    let Some((server, _dir)) = server(false).await else {
+        return;
+    };
+    let mut client = server.client().await;
+    let create = |request_id: Option<&str>, name: &str| {
+        let mut request = registry_e2e::as_user(
+            pb::CreateRegistryRequest {
+                registry: Some(registry_e2e::draft(name, pb::RegistryType::Ghcr, ghcr(TOKEN))),
+                ..Default::default()
+            },
+            "alice",
+            "acme",
+        );
+        if let Some(id) = request_id {
+            request.metadata_mut().insert("x-request-id", id.parse().unwrap());
+        }
+        request
+    };
+    let answered =
+        |response: &tonic::metadata::MetadataMap| response.get("x-request-id").unwrap().to_str().unwrap().to_owned();
+
+    let chosen = client
+        .create_registry(create(Some("deploy-42/step:1"), "Chosen"))
+        .await
+        .unwrap();
+    assert_eq!(answered(chosen.metadata()), "deploy-42/step:1");
+    let made_up = client.create_registry(create(None, "Made up")).await.unwrap();
+    let made_up_id = answered(made_up.metadata());
+    // An id that would not read safely in a log line is replaced.
+    let replaced = client.create_registry(create(Some("a\tb"), "Replaced")).await.unwrap();
+    let replaced_id = answered(replaced.metadata());
+    assert!(!made_up_id.is_empty() && made_up_id != replaced_id && replaced_id != "a\tb");
+    // A refused call answers its id too.
+    let refused = client.create_registry(create(Some("refused-1"), "")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert_eq!(answered(refused.metadata()), "refused-1");
+
+    let mut auditor = server.caller("eve", "acme").await.with_roles("auditor");
+    let events = walk(
+        &mut auditor,
+        pb::ListAuditEventsRequest {
+            action: pb::AuditAction::RegistryCreate.into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let ids: Vec<&str> = events.iter().rev().map(|e| e.request_id.as_str()).collect();
+    assert_eq!(ids, ["deploy-42/step:1", made_up_id.as_str(), replaced_id.as_str()]);
+    for event in &events {
+        assert!(event.peer.starts_with("127.0.0.1:"), "{event:?}");
+    }
+    server.server.shutdown().await.unwrap();
+}

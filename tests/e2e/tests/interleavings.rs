@@ -30,6 +30,7 @@ use registry_core::{Credentials, Principal, Registry, RegistryId, RegistryKind, 
 use registry_crypto::KeyRing;
 use registry_store::SeaStore;
 use registry_testkit::kube_api::{KubeSim, RequestMatch, Verb};
+use secrecy::ExposeSecret as _;
 use tokio::sync::oneshot;
 
 const NS: &str = "env-production";
@@ -72,6 +73,7 @@ on_both_stores!(
     a_release_during_the_sync_loops_delete_never_leaves_a_synced_row_without_its_secret,
     a_database_failure_after_the_apply_leaves_the_secret_owned_and_audited,
     a_cancelled_prepare_leaves_work_the_sync_loop_finishes,
+    a_rotation_during_a_rekey_wins,
 );
 
 /// The store, with a fault the test can switch on: the next
@@ -83,6 +85,7 @@ struct Hooked {
     inner: SeaStore,
     fail_next_outcome: AtomicBool,
     hold_next_record: std::sync::Mutex<Option<RecordHold>>,
+    hold_next_rewrap: std::sync::Mutex<Option<RecordHold>>,
 }
 
 #[derive(Debug)]
@@ -95,9 +98,18 @@ impl Hooked {
     /// Parks the next `record`: the first channel says it arrived, the
     /// second releases it.
     fn hold_next_record(&self) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
+        Self::hold(&self.hold_next_record)
+    }
+
+    /// Parks the next `rewrap` (a rekey's compare-and-swap) the same way.
+    fn hold_next_rewrap(&self) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
+        Self::hold(&self.hold_next_rewrap)
+    }
+
+    fn hold(slot: &std::sync::Mutex<Option<RecordHold>>) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
         let (arrived, arrival) = oneshot::channel();
         let (release, released) = oneshot::channel();
-        *self.hold_next_record.lock().unwrap() = Some(RecordHold {
+        *slot.lock().unwrap() = Some(RecordHold {
             arrived,
             release: released,
         });
@@ -142,6 +154,26 @@ impl RegistryStore for Hooked {
     }
     async fn key_samples(&self) -> Result<Vec<KeySample>, StoreError> {
         self.inner.key_samples().await
+    }
+    async fn sealed_under_other_keys(
+        &self,
+        key_id: &str,
+        org: Option<&str>,
+        after: Option<&RegistryId>,
+        limit: u64,
+    ) -> Result<Vec<KeySample>, StoreError> {
+        self.inner.sealed_under_other_keys(key_id, org, after, limit).await
+    }
+    async fn count_sealed_under_other_keys(&self, key_id: &str, org: Option<&str>) -> Result<u64, StoreError> {
+        self.inner.count_sealed_under_other_keys(key_id, org).await
+    }
+    async fn rewrap(&self, old: &KeySample, key_id: &str, sealed: &[u8], a: &AuditEvent) -> Result<bool, StoreError> {
+        let hold = self.hold_next_rewrap.lock().unwrap().take();
+        if let Some(hold) = hold {
+            hold.arrived.send(()).unwrap();
+            hold.release.await.unwrap();
+        }
+        self.inner.rewrap(old, key_id, sealed, a).await
     }
     async fn audit_page(&self, query: &AuditQuery) -> Result<Vec<RecordedAuditEvent>, StoreError> {
         self.inner.audit_page(query).await
@@ -265,6 +297,7 @@ impl Rig {
             inner: store,
             fail_next_outcome: AtomicBool::new(false),
             hold_next_record: std::sync::Mutex::new(None),
+            hold_next_rewrap: std::sync::Mutex::new(None),
         });
         let keys: Arc<KeyRing> = Arc::new(KeyRing::ephemeral().unwrap());
         let options = ClientOptions {
@@ -629,4 +662,64 @@ async fn a_cancelled_prepare_leaves_work_the_sync_loop_finishes(store: SeaStore)
     assert_eq!(rig.usages().await, ["api"]);
     rig.converge(synced_at(1)).await;
     assert_eq!(rig.token_in_cluster().as_deref(), Some(OLD));
+}
+
+/// A rotation that commits between a rekey's read of a blob and its
+/// compare-and-swap wins: the rekey reports the race and writes nothing,
+/// and the registry holds the rotated credentials under the new primary.
+async fn a_rotation_during_a_rekey_wins(store: SeaStore) {
+    let (old_key, new_key) = (
+        registry_crypto::generate_key().unwrap(),
+        registry_crypto::generate_key().unwrap(),
+    );
+    let ring = |keys: &[&str]| Arc::new(KeyRing::from_env_value(&keys.join(",")).unwrap());
+    let store = Arc::new(Hooked {
+        inner: store,
+        fail_next_outcome: AtomicBool::new(false),
+        hold_next_record: std::sync::Mutex::new(None),
+        hold_next_rewrap: std::sync::Mutex::new(None),
+    });
+    let before = Registries::new(Arc::clone(&store) as Arc<dyn RegistryStore>, ring(&[&old_key]));
+    let admin = Principal::new("root", "acme", Roles::parse_list("admin").unwrap());
+    let registry = before
+        .create(
+            &admin,
+            NewRegistry {
+                name: "Rekeyed".into(),
+                kind: Some(RegistryKind::Ghcr),
+                credentials: Some(ghcr(OLD)),
+                request_id: None,
+            },
+        )
+        .await
+        .unwrap();
+    let after = Registries::new(
+        Arc::clone(&store) as Arc<dyn RegistryStore>,
+        ring(&[&new_key, &old_key]),
+    );
+
+    let (arrived, release) = store.hold_next_rewrap();
+    let rekeying = {
+        let (after, admin) = (after.clone(), admin.clone());
+        tokio::spawn(async move { after.rekey(&admin, 0).await })
+    };
+    arrived.await.unwrap();
+    let patch = RegistryPatch {
+        name: None,
+        credentials: Some(ghcr(NEW)),
+    };
+    after.update(&admin, registry.id.as_str(), patch, "").await.unwrap();
+    release.send(()).unwrap();
+    let report = rekeying.await.unwrap().unwrap();
+    assert_eq!(
+        (report.rewrapped, report.raced, report.remaining),
+        (0, 1, 0),
+        "{report:?}"
+    );
+
+    let only_new = Registries::new(Arc::clone(&store) as Arc<dyn RegistryStore>, ring(&[&new_key]));
+    let stored = store.inner.get("acme", &registry.id).await.unwrap().unwrap();
+    assert_eq!(stored.registry.credential_revision, 2);
+    let opened = only_new.open(&stored).unwrap();
+    assert!(matches!(&*opened, Credentials::Ghcr { token, .. } if token.expose_secret() == NEW));
 }

@@ -197,7 +197,31 @@ async fn mutual_tls_maps_certificates_to_principals_and_refuses_the_rest() {
     }
 
     // Nothing the refused callers did reached the store.
-    assert_eq!(list(operator_channel).await.unwrap().len(), 1);
+    assert_eq!(list(operator_channel.clone()).await.unwrap().len(), 1);
+
+    // The hand-out's audit event names the certificate it came with.
+    let trail = RegistryServiceClient::new(operator_channel)
+        .list_audit_events(pb::ListAuditEventsRequest {
+            action: pb::AuditAction::CredentialsResolve.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let [handout, refusal] = trail.as_slice() else {
+        panic!("a hand-out and a refusal: {trail:?}")
+    };
+    assert!(
+        handout.peer.starts_with(&format!("{DEPLOYER}@127.0.0.1:")),
+        "{handout:?}"
+    );
+    assert!(
+        refusal.peer.starts_with(&format!("{AUDITOR}@127.0.0.1:")),
+        "{refusal:?}"
+    );
+    assert_eq!(refusal.outcome, i32::from(pb::AuditOutcome::Denied));
+    assert!(!handout.request_id.is_empty() && handout.request_id != refusal.request_id);
     server.server.shutdown().await.unwrap();
 }
 

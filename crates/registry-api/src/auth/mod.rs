@@ -11,11 +11,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use registry_core::Principal;
+use registry_core::principal::Origin;
 use tonic::metadata::MetadataMap;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
 use crate::limits::PrincipalRate;
+use crate::request_id::RequestId;
 
 pub mod development;
 pub mod jwks;
@@ -35,6 +37,19 @@ pub struct Peer {
     pub address: Option<SocketAddr>,
     /// The client certificate verified in the TLS handshake (mutual TLS).
     pub certificate: Option<Arc<ClientCertificate>>,
+}
+
+impl Peer {
+    /// How the audit trail names the peer: the certificate's most specific
+    /// identity and the address (`spiffe://acme/deployer@127.0.0.1:50312`),
+    /// or the address alone.
+    pub fn identity(&self) -> String {
+        let address = self.address.map(|a| a.to_string()).unwrap_or_default();
+        match self.certificate.as_deref().and_then(|c| c.identities.first()) {
+            Some(name) => format!("{name}@{address}"),
+            None => address,
+        }
+    }
 }
 
 /// How callers are identified.
@@ -90,6 +105,17 @@ impl Interceptor for AuthInterceptor {
                 );
             })?;
         self.rate.check(&principal)?;
+        let principal = Principal {
+            origin: Origin {
+                request_id: request
+                    .extensions()
+                    .get::<RequestId>()
+                    .map(|id| id.0.clone())
+                    .unwrap_or_default(),
+                peer: peer.map(Peer::identity).unwrap_or_default(),
+            },
+            ..principal
+        };
         request.extensions_mut().insert(principal);
         Ok(request)
     }

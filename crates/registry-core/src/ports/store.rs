@@ -60,10 +60,12 @@ pub struct ListQuery {
     pub limit: u64,
 }
 
-/// A blob sealed under a given master key, for the start-up key check.
+/// A registry's sealed blob and the master key it names: for the start-up
+/// key check and for rekeying.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeySample {
     pub key_id: String,
+    pub organization: String,
     pub registry_id: RegistryId,
     pub kind: RegistryKind,
     pub sealed_credentials: Vec<u8>,
@@ -122,6 +124,31 @@ pub trait RegistryStore: Send + Sync + fmt::Debug + 'static {
     /// One sealed blob per master key id in use, to check the configured keys
     /// at start-up.
     async fn key_samples(&self) -> Result<Vec<KeySample>, StoreError>;
+
+    /// Up to `limit` blobs sealed under another master key than `key_id`,
+    /// of one organization or all, ordered by registry id after `after`.
+    async fn sealed_under_other_keys(
+        &self,
+        key_id: &str,
+        organization: Option<&str>,
+        after: Option<&RegistryId>,
+        limit: u64,
+    ) -> Result<Vec<KeySample>, StoreError>;
+
+    /// How many blobs are sealed under another master key than `key_id`.
+    async fn count_sealed_under_other_keys(&self, key_id: &str, organization: Option<&str>) -> Result<u64, StoreError>;
+
+    /// Replaces `old`'s blob by `sealed` (under `key_id`) if the registry
+    /// still holds exactly `old`'s blob, with `audit`, in one transaction.
+    /// `false` when it changed meanwhile (or the registry is gone). The
+    /// etag and credential revision stay: the credentials are the same.
+    async fn rewrap(
+        &self,
+        old: &KeySample,
+        key_id: &str,
+        sealed: &[u8],
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError>;
 
     /// A page of an organization's audit trail, newest first.
     async fn audit_page(&self, query: &AuditQuery) -> Result<Vec<RecordedAuditEvent>, StoreError>;

@@ -8,6 +8,7 @@ mod m20261127_000003_pull_secret_refresh;
 mod m20261201_000004_guarantees;
 mod m20261202_000005_claim_order;
 mod m20261203_000006_service_marks;
+mod m20261204_000007_audit_origin;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000004_guarantees::Migration),
             Box::new(m20261202_000005_claim_order::Migration),
             Box::new(m20261203_000006_service_marks::Migration),
+            Box::new(m20261204_000007_audit_origin::Migration),
         ]
     }
 }
