@@ -1235,3 +1235,40 @@ mod tests {
         assert!(!reference.matches_server(&ecr.server()));
     }
 }
+
+/// Round trips for any input (the fuzz target `image_reference` runs the
+/// same property longer): what parses prints back to a reference that
+/// parses to the same parts.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::ImageReference;
+
+    fn check(input: &str) -> Result<(), TestCaseError> {
+        if let Ok(reference) = ImageReference::parse(input) {
+            let printed = reference.to_string();
+            let again = ImageReference::parse(&printed);
+            prop_assert!(again.is_ok(), "{printed:?} does not parse again");
+            let again = again.unwrap_or(reference.clone());
+            prop_assert_eq!(again.to_string(), printed);
+            prop_assert_eq!(again.host(), reference.host());
+            prop_assert_eq!(again.repository(), reference.repository());
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_round_trips(input in "\\PC{0,80}") {
+            check(&input)?;
+        }
+
+        #[test]
+        fn reference_shaped_text_round_trips(
+            input in "([a-z0-9.-]{1,12}(:[0-9]{1,5})?/)?[a-z0-9._/-]{1,30}(:[A-Za-z0-9._-]{1,20})?(@sha256:[0-9a-f]{64})?"
+        ) {
+            check(&input)?;
+        }
+    }
+}

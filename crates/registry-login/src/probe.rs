@@ -505,6 +505,14 @@ enum Challenge {
     Bearer { realm: String, service: Option<String> },
 }
 
+/// Whether a `WWW-Authenticate` value holds a usable challenge (Bearer with
+/// a realm, or Basic): the challenge parser's entry for the fuzz target in
+/// `fuzz/`. Never panics, whatever the value.
+#[doc(hidden)]
+pub fn is_usable_challenge(value: &str) -> bool {
+    parse_challenge(value).is_ok()
+}
+
 /// The first usable challenge of a `WWW-Authenticate` value (RFC 7235,
 /// parsed by `http-auth`): Bearer with a realm, or Basic.
 fn parse_challenge(value: &str) -> Result<Challenge, Failure> {

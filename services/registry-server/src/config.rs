@@ -657,6 +657,17 @@ impl Config {
         Ok(config)
     }
 
+    /// The defaults under one TOML document, validated: what a configuration
+    /// file alone makes of the server (no environment, no flags).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
     /// TLS files come as a pair, mutual TLS needs TLS, and only loopback
     /// listens in plaintext unless the operator says a mesh encrypts.
     fn validate_tls(&self) -> Result<(), ConfigError> {
@@ -921,6 +932,16 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("/var/lib/registry"));
         assert_eq!(config.limits.request_timeout_ms, 5000);
         assert_eq!(config.limits.max_message_bytes, 256 * 1024);
+    }
+
+    #[test]
+    fn a_toml_document_alone_is_a_configuration() {
+        let config = Config::from_toml("listen = \"127.0.0.1:6000\"\n[limits]\nmax_concurrent_requests = 7\n").unwrap();
+        assert_eq!(config.listen.port(), 6000);
+        assert_eq!(config.limits.max_concurrent_requests, 7);
+        for bad in ["listen = 5", "listen = \"0.0.0.0:1\"", "[limits", "unknown_key = 1"] {
+            assert!(Config::from_toml(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

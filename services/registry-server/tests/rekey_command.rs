@@ -66,19 +66,33 @@ async fn rekey_runs_beside_a_server_on_postgres() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (old, new) = (registry_crypto::generate_key().unwrap(), registry_crypto::generate_key().unwrap());
+    let (old, new) = (
+        registry_crypto::generate_key().unwrap(),
+        registry_crypto::generate_key().unwrap(),
+    );
     let server = registry_server::start(config(dir.path(), Some(url.clone()), &old))
         .await
         .unwrap();
     let registry = create_registry(channel(&server).await).await;
     server.shutdown().await.unwrap();
 
-    let rotated = config(dir.path(), Some(url.clone()), &format!("{},{}", new.as_str(), old.as_str()));
+    let rotated = config(
+        dir.path(),
+        Some(url.clone()),
+        &format!("{},{}", new.as_str(), old.as_str()),
+    );
     let server = registry_server::start(rotated.clone()).await.unwrap();
     let output = rekey_command(&rotated);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout} {}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains("1 re-wrapped, 0 changed meanwhile, 0 failed, 0 remaining"), "{stdout}");
+    assert!(
+        output.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("1 re-wrapped, 0 changed meanwhile, 0 failed, 0 remaining"),
+        "{stdout}"
+    );
     // The running server still answers (its cached row holds the old
     // blob, which the old key still opens; the next read has the new).
     assert_eq!(resolve(channel(&server).await, &registry.id).await, TOKEN);
@@ -89,7 +103,9 @@ async fn rekey_runs_beside_a_server_on_postgres() {
     );
     server.shutdown().await.unwrap();
 
-    let server = registry_server::start(config(dir.path(), Some(url), &new)).await.unwrap();
+    let server = registry_server::start(config(dir.path(), Some(url), &new))
+        .await
+        .unwrap();
     assert_eq!(resolve(channel(&server).await, &registry.id).await, TOKEN);
     server.shutdown().await.unwrap();
 }

@@ -13,6 +13,24 @@ use registry_server::{RunningServer, StartError};
 use tonic::transport::Channel;
 use tonic::{IntoRequest, Request, Status};
 
+/// The environment variable that makes every in-process server of a test
+/// log, at the level `RUST_LOG` says, into the test's captured output: the
+/// canary run (`scripts/canary`) reads all of it for secrets.
+pub const TEST_LOG_ENV: &str = "REGISTRY_TEST_LOG";
+
+/// Installs the test's log subscriber once, when [`TEST_LOG_ENV`] is set.
+pub fn init_test_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os(TEST_LOG_ENV).is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
 /// A registry-server started for one test, with its data directory.
 #[derive(Debug)]
 pub struct TestServer {
@@ -42,6 +60,7 @@ impl TestServer {
 
     /// Any configuration; the caller owns the data directory.
     pub async fn start_with(config: Config) -> Result<Self, StartError> {
+        init_test_logging();
         let server = registry_server::start(config.clone()).await?;
         Ok(Self {
             server,
