@@ -24,7 +24,7 @@ pub fn init_test_logging() {
     ONCE.call_once(|| {
         if std::env::var_os(TEST_LOG_ENV).is_some() {
             let _ = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_env_filter(registry_server::telemetry::filter("info"))
                 .with_test_writer()
                 .try_init();
         }
