@@ -12,7 +12,8 @@ of the three alignments it can take inside a longer base64 value (a docker
 key header and anything shaped like a JWT are findings: both are secrets
 whatever their value.
 
-usage: canary_check.py OUTPUT_LOG [SOURCE_DIR ...]
+usage: canary_check.py OUTPUT [OUTPUT ...]
+Each OUTPUT is a log file or a directory whose files are all read.
 """
 
 import base64
@@ -62,28 +63,44 @@ def b64_variants(secret):
     return variants
 
 
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SOURCES = [ROOT / d for d in ("tests", "services/registry-server/tests", "crates/registry-testkit/src")]
+
+
+def outputs(paths):
+    for path in map(pathlib.Path, paths):
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file())
+        else:
+            yield path
+
+
 def main():
-    log = pathlib.Path(sys.argv[1])
-    sources = sys.argv[2:] or ["tests", "services/registry-server/tests", "crates/registry-testkit/src"]
+    if len(sys.argv) < 2:
+        print(__doc__)
+        return 2
     needles = {}
-    for secret in markers(sources):
+    for secret in markers(SOURCES):
         needles[secret] = secret
         for variant in b64_variants(secret):
             needles[variant] = f"{secret} (base64)"
-    text = log.read_text(errors="replace")
-    lines = text.splitlines()
     findings = []
-    for number, line in enumerate(lines, 1):
-        for needle, secret in needles.items():
-            if needle in line:
-                findings.append((number, f"secret {secret!r}", line))
-        for what, shape in SHAPES.items():
-            if shape.search(line):
-                findings.append((number, what, line))
-    print(f"canary: {len(lines)} lines of output checked for {len(needles)} markers "
+    files = 0
+    checked = 0
+    for log in outputs(sys.argv[1:]):
+        files += 1
+        for number, line in enumerate(log.read_text(errors="replace").splitlines(), 1):
+            checked += 1
+            for needle, secret in needles.items():
+                if needle in line:
+                    findings.append((f"{log}:{number}", f"secret {secret!r}", line))
+            for what, shape in SHAPES.items():
+                if shape.search(line):
+                    findings.append((f"{log}:{number}", what, line))
+    print(f"canary: {checked} lines in {files} files checked for {len(needles)} markers "
           f"and {len(SHAPES)} secret shapes")
-    for number, what, line in findings[:50]:
-        print(f"  line {number}: {what}: {line[:300]}")
+    for where, what, line in findings[:50]:
+        print(f"  {where}: {what}: {line[:300]}")
     if findings:
         print(f"canary: {len(findings)} findings")
         return 1

@@ -54,8 +54,9 @@ async fn start(dir: &Path, moto: &str, aws_keys: bool) -> Server {
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_CONFIG_FILE", dir.join("no-aws-config"))
         .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("no-aws-credentials"))
-        .stdout(Stdio::null())
+        .stdout(common::unread_output())
         .stderr(Stdio::inherit());
+    common::canary_log_level(&mut command);
     if aws_keys {
         command
             .env("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -42,8 +42,8 @@ async fn a_killed_server_loses_no_acknowledged_audit_event() {
         .args(["--listen", &format!("127.0.0.1:{port}"), "--auth-mode", "development"])
         .arg("--data-dir")
         .arg(dir.path().join("data"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(common::unread_output())
+        .stderr(common::unread_output())
         .spawn()
         .unwrap();
     let channel = connect(&format!("http://127.0.0.1:{port}")).await;

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -107,7 +107,8 @@ async fn serve(sim: &KubeSim, env: &[(&str, String)]) -> Server {
     )
     .unwrap();
     let address = format!("127.0.0.1:{}", free_port());
-    let log = dir.path().join("server.log");
+    let log = common::output_path(&dir.path().join("server.log"));
+    let stderr_log = common::output_path(&dir.path().join("stderr.log"));
     let mut command = Command::new(env!("CARGO_BIN_EXE_registry-server"));
     command
         .arg("--config")
@@ -115,10 +116,8 @@ async fn serve(sim: &KubeSim, env: &[(&str, String)]) -> Server {
         .args(["--listen", &address])
         .arg("--data-dir")
         .arg(dir.path().join("data"))
-        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .stderr(Stdio::from(
-            std::fs::File::create(dir.path().join("stderr.log")).unwrap(),
-        ));
+        .stdout(common::append_to(&log))
+        .stderr(common::append_to(&stderr_log));
     for name in [
         "HTTPS_PROXY",
         "https_proxy",
@@ -137,7 +136,7 @@ async fn serve(sim: &KubeSim, env: &[(&str, String)]) -> Server {
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             let log = std::fs::read_to_string(&log).unwrap_or_default();
-            let stderr = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+            let stderr = std::fs::read_to_string(&stderr_log).unwrap_or_default();
             panic!("the server exited with {status}:\n{log}\n{stderr}");
         }
         if let Ok(channel) = Channel::from_shared(format!("http://{address}"))

@@ -38,7 +38,10 @@ fn rekey_command(config: &Config) -> Output {
     if let Some(url) = &config.database_url {
         command.arg("--database-url").arg(url);
     }
-    command.arg("rekey").output().unwrap()
+    common::canary_log_level(&mut command);
+    let output = command.arg("rekey").output().unwrap();
+    common::keep(&output);
+    output
 }
 
 async fn channel(server: &registry_server::RunningServer) -> Channel {

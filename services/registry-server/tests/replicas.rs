@@ -10,7 +10,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use registry_proto::v1 as pb;
@@ -26,17 +26,6 @@ use crate::common::{NEW_TOKEN, as_acme, free_port, ghcr};
 
 /// Secrets a replica writes at once.
 const CONCURRENCY: usize = 4;
-
-/// A log file both of a process's streams append to.
-fn log_file(path: &std::path::Path) -> Stdio {
-    Stdio::from(
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .unwrap(),
-    )
-}
 
 /// One `registry-server` process, killed when dropped.
 struct Replica {
@@ -87,8 +76,9 @@ impl Shared {
     /// Starts a replica (`name` names its log file); does not wait.
     fn spawn(&self, name: &str) -> Replica {
         let address = format!("127.0.0.1:{}", free_port());
-        let log = self.dir.path().join(format!("{name}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_registry-server"))
+        let log = common::output_path(&self.dir.path().join(format!("{name}.log")));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_registry-server"));
+        command
             .arg("--config")
             .arg(self.dir.path().join("registry.toml"))
             .args(["--listen", &address, "--auth-mode", "development"])
@@ -97,10 +87,9 @@ impl Shared {
             .env("REGISTRY_DATABASE_URL", &self.database_url)
             .env("REGISTRY_MASTER_KEYS", &self.master_key)
             .env("RUST_LOG", "info")
-            .stdout(log_file(&log))
-            .stderr(log_file(&log))
-            .spawn()
-            .unwrap();
+            .stdout(common::append_to(&log))
+            .stderr(common::append_to(&log));
+        let child = common::canary_log_level(&mut command).spawn().unwrap();
         Replica { child, address, log }
     }
 }
@@ -371,13 +360,13 @@ async fn concurrent_updates_on_two_replicas_lose_nothing() {
 async fn a_second_process_on_one_sqlite_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let start = |name: &str| {
-        let log = dir.path().join(format!("{name}.log"));
+        let log = common::output_path(&dir.path().join(format!("{name}.log")));
         let child = Command::new(env!("CARGO_BIN_EXE_registry-server"))
             .args(["--listen", &format!("127.0.0.1:{}", free_port())])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
-            .stdout(log_file(&log))
-            .stderr(log_file(&log))
+            .stdout(common::append_to(&log))
+            .stderr(common::append_to(&log))
             .spawn()
             .unwrap();
         (child, log)

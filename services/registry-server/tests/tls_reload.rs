@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use registry_testkit::pki::TestCa;
@@ -80,10 +80,8 @@ async fn sighup_re_reads_the_certificate_files() {
         .args(["--listen", &address])
         .arg("--data-dir")
         .arg(dir.path().join("data"))
-        .stdout(Stdio::from(
-            std::fs::File::create(dir.path().join("server.log")).unwrap(),
-        ))
-        .stderr(Stdio::null())
+        .stdout(common::append_to(&common::output_path(&dir.path().join("server.log"))))
+        .stderr(common::unread_output())
         .spawn()
         .unwrap();
     let mut server = Server { child };
